@@ -1,0 +1,568 @@
+//! Configuration: a TOML file, with `DATABASE_URL` and `TWILIO_AUTH_TOKEN` taking
+//! precedence over the file. Validation collects every problem, naming the key, so
+//! `check-config` can say exactly what is wrong in one pass. Secrets are wrapped in
+//! [`Secret`] and never printed.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A value that must never reach a log line or an error message.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub queue: Queue,
+    #[serde(default)]
+    pub postgres: Postgres,
+    #[serde(default)]
+    pub twilio: Twilio,
+    #[serde(default)]
+    pub taskrouter: TaskRouter,
+    #[serde(default)]
+    pub sla: Sla,
+    #[serde(default)]
+    pub publish: Publish,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: String,
+    /// The base URL Twilio calls; signatures are checked against public_url + path (+ query).
+    pub public_url: String,
+    pub verify_signatures: bool,
+    pub max_body_bytes: usize,
+    /// Open connections at most; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A client has this long to send its headers, and again its body.
+    pub read_timeout_secs: u64,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "0.0.0.0:3000".into(),
+            public_url: String::new(),
+            verify_signatures: true,
+            max_body_bytes: 262_144,
+            max_connections: 1024,
+            read_timeout_secs: 10,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    pub path: PathBuf,
+    /// Workers applying events to Postgres; events are partitioned among them by entity.
+    pub workers: usize,
+    /// Events per Postgres transaction, at most.
+    pub batch_size: usize,
+    /// sled page cache, in MiB (sled's own default is 1 GiB).
+    pub cache_mb: u64,
+    /// Past this many undelivered entries, ingress answers 503 instead of filling the disk.
+    pub max_backlog: u64,
+    /// Tries before an event that keeps failing is set aside as a dead letter.
+    pub max_attempts: u32,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            path: PathBuf::from("/var/lib/taskrouter-summarizer/queue"),
+            workers: 4,
+            batch_size: 500,
+            cache_mb: 64,
+            max_backlog: 5_000_000,
+            max_attempts: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Postgres {
+    pub url: Secret,
+    pub pool_size: usize,
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for Postgres {
+    fn default() -> Self {
+        Postgres {
+            url: Secret::default(),
+            pool_size: 8,
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Twilio {
+    pub account_sid: String,
+    pub auth_token: Secret,
+    pub workspace_sid: String,
+    pub sync_service_sid: String,
+    pub taskrouter_url: Option<String>,
+    pub sync_url: Option<String>,
+    pub conversations_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskRouter {
+    /// Activity names that count as available; when empty, TaskRouter's own flag is used.
+    pub available_activities: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sla {
+    pub threshold_seconds: i64,
+    pub short_abandon_seconds: i64,
+    pub timezone: String,
+    /// Threshold per queue name; wins over the channel and the default.
+    pub queues: BTreeMap<String, i64>,
+    /// Threshold per task channel unique name; wins over the default.
+    pub channels: BTreeMap<String, i64>,
+}
+
+impl Default for Sla {
+    fn default() -> Self {
+        Sla {
+            threshold_seconds: 15,
+            short_abandon_seconds: 5,
+            timezone: "UTC".into(),
+            queues: BTreeMap::new(),
+            channels: BTreeMap::new(),
+        }
+    }
+}
+
+impl Sla {
+    /// The service-level threshold for a task: per queue, else per channel, else default.
+    pub fn threshold_for(&self, queue_name: Option<&str>, channel: Option<&str>) -> i64 {
+        queue_name
+            .and_then(|q| self.queues.get(q))
+            .or_else(|| channel.and_then(|c| self.channels.get(c)))
+            .copied()
+            .unwrap_or(self.threshold_seconds)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Publish {
+    pub schedule: String,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Publish {
+            schedule: "* * * * * *".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// "text" or "json".
+    pub format: String,
+    /// A tracing filter, e.g. "info" or "info,taskrouter_summarizer=debug"; RUST_LOG wins.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Why the configuration cannot be used. Each problem names its key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config has {} problem(s):\n  - {}", .0.len(), .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads the file, applies environment overrides, and validates (without touching
+    /// the filesystem beyond reading the file; see [`Config::check_queue_path`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let cfg = Config::load_unchecked(path)?;
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Reads and parses the file and applies the environment, without validating values.
+    pub fn load_unchecked(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        cfg.apply_env(|k| std::env::var(k).ok());
+        Ok(cfg)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        // toml's messages name the key and line; they never echo secret values beyond
+        // the offending token, and we strip the source snippet to be sure.
+        toml::from_str(text).map_err(|e| e.message().to_owned())
+    }
+
+    /// `DATABASE_URL` and `TWILIO_AUTH_TOKEN` override the file when set and non-empty.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("DATABASE_URL").filter(|v| !v.is_empty()) {
+            self.postgres.url = Secret::new(v);
+        }
+        if let Some(v) = get("TWILIO_AUTH_TOKEN").filter(|v| !v.is_empty()) {
+            self.twilio.auth_token = Secret::new(v);
+        }
+    }
+
+    /// Every problem with the values, each naming its key. Empty when usable.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            p.push(format!(
+                "server.listen: `{}` is not an address like 0.0.0.0:3000",
+                self.server.listen
+            ));
+        }
+        if self.server.verify_signatures {
+            if self.server.public_url.is_empty() {
+                p.push(
+                    "server.public_url: missing (required while server.verify_signatures = true)"
+                        .into(),
+                );
+            }
+            if self.twilio.auth_token.is_empty() {
+                p.push("twilio.auth_token: missing (set it in the file or in TWILIO_AUTH_TOKEN; required while server.verify_signatures = true)".into());
+            }
+        }
+        if !self.server.public_url.is_empty() {
+            match url::Url::parse(&self.server.public_url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+                    if u.query().is_some() || u.fragment().is_some() {
+                        p.push("server.public_url: must not have a query or fragment; use the base URL Twilio calls, e.g. https://summarizer.example.com".into());
+                    }
+                }
+                Ok(u) => p.push(format!(
+                    "server.public_url: scheme `{}` is not http or https",
+                    u.scheme()
+                )),
+                Err(e) => p.push(format!(
+                    "server.public_url: `{}` is not a URL ({e})",
+                    self.server.public_url
+                )),
+            }
+        }
+        if self.server.max_body_bytes < 1024 {
+            p.push("server.max_body_bytes: must be at least 1024".into());
+        }
+        if self.server.max_connections == 0 {
+            p.push("server.max_connections: must be at least 1".into());
+        }
+        if self.server.read_timeout_secs == 0 {
+            p.push("server.read_timeout_secs: must be at least 1".into());
+        }
+        if self.queue.path.as_os_str().is_empty() {
+            p.push("queue.path: missing".into());
+        }
+        if !(1..=256).contains(&self.queue.workers) {
+            p.push("queue.workers: must be between 1 and 256".into());
+        }
+        if !(1..=10_000).contains(&self.queue.batch_size) {
+            p.push("queue.batch_size: must be between 1 and 10000".into());
+        }
+        if self.queue.cache_mb < 4 {
+            p.push("queue.cache_mb: must be at least 4".into());
+        }
+        if self.queue.max_attempts == 0 {
+            p.push("queue.max_attempts: must be at least 1".into());
+        }
+        if self.queue.max_backlog == 0 {
+            p.push("queue.max_backlog: must be at least 1".into());
+        }
+        if self.postgres.url.is_empty() {
+            p.push("postgres.url: missing (set it in the file or in DATABASE_URL)".into());
+        } else if let Err(e) = self.postgres.url.expose().parse::<tokio_postgres::Config>() {
+            // The parse error names the bad part, not the password.
+            p.push(format!("postgres.url: not a valid Postgres URL ({e})"));
+        }
+        if self.postgres.pool_size == 0 {
+            p.push("postgres.pool_size: must be at least 1".into());
+        }
+        check_sid(&mut p, "twilio.account_sid", &self.twilio.account_sid, "AC");
+        check_sid(
+            &mut p,
+            "twilio.workspace_sid",
+            &self.twilio.workspace_sid,
+            "WS",
+        );
+        check_sid(
+            &mut p,
+            "twilio.sync_service_sid",
+            &self.twilio.sync_service_sid,
+            "IS",
+        );
+        for (key, v) in [
+            ("twilio.taskrouter_url", &self.twilio.taskrouter_url),
+            ("twilio.sync_url", &self.twilio.sync_url),
+            ("twilio.conversations_url", &self.twilio.conversations_url),
+        ] {
+            if let Some(v) = v {
+                if url::Url::parse(v).is_err() {
+                    p.push(format!("{key}: `{v}` is not a URL"));
+                }
+            }
+        }
+        if self.sla.threshold_seconds < 0 {
+            p.push("sla.threshold_seconds: must not be negative".into());
+        }
+        if self.sla.short_abandon_seconds < 0 {
+            p.push("sla.short_abandon_seconds: must not be negative".into());
+        }
+        for (k, v) in self.sla.queues.iter().chain(self.sla.channels.iter()) {
+            if *v < 0 {
+                p.push(format!("sla: threshold for `{k}` must not be negative"));
+            }
+        }
+        if self.sla.timezone.parse::<chrono_tz::Tz>().is_err() {
+            p.push(format!(
+                "sla.timezone: `{}` is not an IANA time zone like UTC or America/New_York",
+                self.sla.timezone
+            ));
+        }
+        if self.publish.schedule.split_whitespace().count() < 6 {
+            p.push(format!(
+                "publish.schedule: `{}` must be a cron expression with seconds (6 or 7 fields)",
+                self.publish.schedule
+            ));
+        }
+        if self.log.format != "text" && self.log.format != "json" {
+            p.push(format!(
+                "log.format: `{}` must be \"text\" or \"json\"",
+                self.log.format
+            ));
+        }
+        p
+    }
+
+    /// Checks that the queue directory exists or can be created, and is writable.
+    pub fn check_queue_path(&self) -> Result<(), String> {
+        let path = &self.queue.path;
+        std::fs::create_dir_all(path)
+            .map_err(|e| format!("queue.path: cannot create {}: {e}", path.display()))?;
+        let probe = path.join(".write-probe");
+        std::fs::write(&probe, b"ok")
+            .map_err(|e| format!("queue.path: {} is not writable: {e}", path.display()))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
+    }
+
+    /// The Postgres URL with any password removed, for messages.
+    pub fn postgres_url_redacted(&self) -> String {
+        redact_url(self.postgres.url.expose())
+    }
+}
+
+fn check_sid(p: &mut Vec<String>, key: &str, v: &str, prefix: &str) {
+    if v.is_empty() {
+        return;
+    }
+    let ok =
+        v.len() == 34 && v.starts_with(prefix) && v[2..].chars().all(|c| c.is_ascii_hexdigit());
+    if !ok {
+        p.push(format!(
+            "{key}: `{v}` is not a SID ({prefix} followed by 32 hex digits)"
+        ));
+    }
+}
+
+/// Removes the password from a URL or key=value connection string.
+pub fn redact_url(u: &str) -> String {
+    if let Ok(mut parsed) = url::Url::parse(u) {
+        if parsed.password().is_some() {
+            let _ = parsed.set_password(Some("REDACTED"));
+        }
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "REDACTED".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        if !pairs.is_empty() {
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        return parsed.to_string();
+    }
+    u.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=REDACTED"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:3000"
+public_url = "https://summarizer.example.com"
+[queue]
+path = "/tmp/q"
+[postgres]
+url = "postgres://summarizer:hunter2@localhost/summarizer"
+[twilio]
+auth_token = "tok"
+account_sid = "AC0123456789abcdef0123456789abcdef"
+[sla]
+threshold_seconds = 20
+queues = { Sales = 10 }
+channels = { chat = 60 }
+"#;
+
+    #[test]
+    fn good_config_has_no_problems() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.problems(), Vec::<String>::new());
+        assert_eq!(c.queue.workers, 4);
+        assert_eq!(c.sla.threshold_for(Some("Sales"), Some("chat")), 10);
+        assert_eq!(c.sla.threshold_for(Some("Other"), Some("chat")), 60);
+        assert_eq!(c.sla.threshold_for(None, Some("voice")), 20);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::from_toml(GOOD).unwrap();
+        c.apply_env(|k| match k {
+            "DATABASE_URL" => Some("postgres://other@db/x".into()),
+            "TWILIO_AUTH_TOKEN" => Some("envtok".into()),
+            _ => None,
+        });
+        assert_eq!(c.postgres.url.expose(), "postgres://other@db/x");
+        assert_eq!(c.twilio.auth_token.expose(), "envtok");
+    }
+
+    #[test]
+    fn names_each_problem_by_key() {
+        let c = Config::from_toml(
+            r#"
+[server]
+listen = "nope"
+public_url = "ftp://x"
+[twilio]
+account_sid = "XX1"
+[sla]
+timezone = "Mars/Olympus"
+"#,
+        )
+        .unwrap();
+        let p = c.problems().join("\n");
+        for key in [
+            "server.listen",
+            "server.public_url: scheme",
+            "twilio.auth_token: missing",
+            "postgres.url: missing",
+            "twilio.account_sid",
+            "sla.timezone",
+        ] {
+            assert!(p.contains(key), "{key} not reported in:\n{p}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml("[server]\nlisen = \"x\"\n").unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::from_toml(GOOD).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("\"tok\""),
+            "{dbg}"
+        );
+        assert!(!c.postgres_url_redacted().contains("hunter2"));
+        assert!(c.postgres_url_redacted().contains("REDACTED"));
+        assert_eq!(
+            redact_url("host=x password=pw user=u"),
+            "host=x password=REDACTED user=u"
+        );
+    }
+
+    #[test]
+    fn queue_path_check_reports_unwritable() {
+        let mut c = Config::from_toml(GOOD).unwrap();
+        c.queue.path = PathBuf::from("/proc/definitely/not/here");
+        let e = c.check_queue_path().unwrap_err();
+        assert!(e.starts_with("queue.path:"), "{e}");
+    }
+}

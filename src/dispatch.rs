@@ -1,0 +1,306 @@
+//! The dispatcher and its workers: queue → Postgres.
+//!
+//! One dispatcher reads the queue in order and hands each event to one of N workers,
+//! chosen by a hash of the event's entity (its task, or its worker…), so that every
+//! entity's events reach Postgres in queue order. Each worker applies what is waiting
+//! for it in one transaction, then acknowledges those queue entries.
+//!
+//! Failures:
+//! - transient (Postgres down, deadlock, not migrated): the batch is retried with
+//!   backoff, forever, without counting against the events; ingress keeps accepting;
+//! - anything else: the batch is split and each event retried alone; an event that
+//!   still fails is moved to the retry tree with exponential backoff, and after
+//!   `max_attempts` to the dead-letter store. It never blocks the events behind it.
+
+use crate::event::{Event, QueuedCallback};
+use crate::metrics::Metrics;
+use crate::queue::{Item, Loc, Queue};
+use crate::store::{Store, StoreError};
+use rand::Rng;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workers: usize,
+    pub batch_size: usize,
+    pub max_attempts: u32,
+}
+
+type Work = (Item, Event);
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Which worker handles an entity. Stable for a given key and worker count.
+pub fn partition(key: &str, workers: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % workers.max(1) as u64) as usize
+}
+
+/// Backoff before the next attempt of a failing event: 1 s, 2 s, 4 s … capped at 5 min,
+/// with ±20% jitter so failures do not retry in lockstep.
+pub fn retry_delay_ms(attempts: u32) -> i64 {
+    let base = 1000i64
+        .saturating_mul(1i64 << attempts.min(20))
+        .min(300_000);
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    (base as f64 * jitter) as i64
+}
+
+struct Shared {
+    queue: Arc<Queue>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    /// Retry entries currently with a worker, so the dispatcher does not hand them out twice.
+    retry_in_flight: Mutex<HashSet<u64>>,
+    stop: CancellationToken,
+}
+
+/// Runs the dispatcher and its workers until `stop` is cancelled. On stop, workers
+/// finish the transaction in hand; everything not yet acknowledged stays queued.
+pub async fn run(
+    queue: Arc<Queue>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    stop: CancellationToken,
+) {
+    let shared = Arc::new(Shared {
+        queue,
+        store,
+        metrics,
+        settings: settings.clone(),
+        retry_in_flight: Mutex::new(HashSet::new()),
+        stop,
+    });
+    let mut senders = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..settings.workers {
+        let (tx, rx) = mpsc::channel::<Work>(settings.batch_size * 2);
+        senders.push(tx);
+        handles.push(tokio::spawn(worker(i, shared.clone(), rx)));
+    }
+    dispatcher(&shared, &senders).await;
+    drop(senders);
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
+    let mut cursor: Option<u64> = None;
+    let mut next_retry_scan = 0i64;
+    let read_max = sh.settings.batch_size * sh.settings.workers;
+    loop {
+        sh.metrics.dispatcher_heartbeat_ms.store(now_ms(), Relaxed);
+        if sh.stop.is_cancelled() {
+            return;
+        }
+        let mut items = match sh.queue.read_batch(cursor, read_max) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the queue");
+                Vec::new()
+            }
+        };
+        if let Some(last) = items.last() {
+            if let Loc::Main(id) = last.loc {
+                cursor = Some(id);
+            }
+        }
+        if now_ms() >= next_retry_scan {
+            match sh.queue.due_retries(read_max) {
+                Ok((due, next)) => {
+                    let mut inflight = sh.retry_in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                    for it in due {
+                        if let Loc::Retry(id) = it.loc {
+                            if inflight.insert(id) {
+                                items.push(it);
+                            }
+                        }
+                    }
+                    next_retry_scan = next.unwrap_or(now_ms() + 1000).min(now_ms() + 1000);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the retry queue");
+                    next_retry_scan = now_ms() + 1000;
+                }
+            }
+        }
+        if items.is_empty() {
+            tokio::select! {
+                _ = sh.queue.new_data.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = sh.stop.cancelled() => return,
+            }
+            continue;
+        }
+        for item in items {
+            let event = match QueuedCallback::decode(&item.payload) {
+                Ok(QueuedCallback::TaskRouterV1 {
+                    received_ms,
+                    params,
+                }) => Event::from_params(&params, received_ms),
+                Err(e) => {
+                    // Written by an incompatible version or damaged on disk: retrying
+                    // cannot help, so it goes straight to the dead letters.
+                    let msg = format!("undecodable queue entry: {e}");
+                    tracing::error!(loc = ?item.loc, error = %msg, "dead-lettering");
+                    if let Err(e) = sh.queue.dead_letter(&item, &msg) {
+                        tracing::error!(error = %e, "cannot dead-letter an entry");
+                    }
+                    continue;
+                }
+            };
+            let p = partition(event.partition_key(), senders.len());
+            let mut work = Some((item, event));
+            // Keep the heartbeat alive while workers are busy (e.g. Postgres is down):
+            // a full channel is backpressure, not a hang.
+            while let Some(w) = work.take() {
+                let permit = tokio::select! {
+                    p = senders[p].reserve() => p,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        sh.metrics.dispatcher_heartbeat_ms.store(now_ms(), Relaxed);
+                        work = Some(w);
+                        if sh.stop.is_cancelled() { return; }
+                        continue;
+                    }
+                };
+                match permit {
+                    Ok(permit) => permit.send(w),
+                    Err(_) => return, // worker gone: shutting down
+                }
+            }
+        }
+    }
+}
+
+async fn worker(id: usize, sh: Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < sh.settings.batch_size {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        process(&sh, batch).await;
+        if sh.stop.is_cancelled() {
+            // Leave whatever is still in the channel in the queue for the next start.
+            break;
+        }
+    }
+    tracing::debug!(worker = id, "worker stopped");
+}
+
+/// Applies a batch; on a non-transient failure, isolates the failing events.
+async fn process(sh: &Shared, batch: Vec<Work>) {
+    let events: Vec<Event> = batch.iter().map(|(_, e)| e.clone()).collect();
+    let mut transient_wait = 200u64;
+    loop {
+        match sh.store.apply(&events).await {
+            Ok(applied) => {
+                sh.metrics.postgres_up.store(1, Relaxed);
+                sh.metrics.apply_batches.fetch_add(1, Relaxed);
+                sh.metrics
+                    .events_applied
+                    .fetch_add(applied.new as u64, Relaxed);
+                sh.metrics
+                    .events_duplicate
+                    .fetch_add(applied.duplicate as u64, Relaxed);
+                let locs: Vec<Loc> = batch.iter().map(|(i, _)| i.loc).collect();
+                if let Err(e) = sh.queue.ack(&locs) {
+                    // The events are committed; a failed delete only means a harmless replay.
+                    tracing::error!(error = %e, "cannot delete applied entries from the queue");
+                }
+                release_retries(sh, &batch);
+                return;
+            }
+            Err(e) if e.is_transient() => {
+                sh.metrics.postgres_up.store(0, Relaxed);
+                sh.metrics.apply_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, events = events.len(), retry_in_ms = transient_wait,
+                    "Postgres unavailable; will retry (events stay queued)");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(transient_wait)) => {}
+                    _ = sh.stop.cancelled() => { release_retries(sh, &batch); return; }
+                }
+                transient_wait = (transient_wait * 2).min(5_000);
+            }
+            Err(e) => {
+                sh.metrics.apply_errors.fetch_add(1, Relaxed);
+                if batch.len() > 1 {
+                    tracing::warn!(error = %e, events = batch.len(), "batch failed; applying its events one by one");
+                    for w in batch {
+                        Box::pin(process(sh, vec![w])).await;
+                    }
+                } else if let Some((item, event)) = batch.into_iter().next() {
+                    fail(sh, &item, &event, &e);
+                    release_retries(sh, &[(item, event)]);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn fail(sh: &Shared, item: &Item, event: &Event, e: &StoreError) {
+    let msg = e.to_string();
+    let attempts = item.attempts + 1;
+    let result = if attempts >= sh.settings.max_attempts {
+        tracing::error!(event_sid = %event.sid, event_type = %event.event_type, attempts,
+            error = %msg, "event failed too often; moved to the dead letters");
+        sh.queue.dead_letter(item, &msg)
+    } else {
+        let delay = retry_delay_ms(item.attempts);
+        tracing::warn!(event_sid = %event.sid, event_type = %event.event_type, attempts,
+            retry_in_ms = delay, error = %msg, "event failed; will retry");
+        sh.queue.defer(item, &msg, delay)
+    };
+    if let Err(e) = result {
+        // The entry stays where it was and comes back on the next start.
+        tracing::error!(error = %e, "cannot record a failed attempt");
+    }
+}
+
+fn release_retries(sh: &Shared, batch: &[Work]) {
+    let mut inflight = sh.retry_in_flight.lock().unwrap_or_else(|p| p.into_inner());
+    for (item, _) in batch {
+        if let Loc::Retry(id) = item.loc {
+            inflight.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_is_stable_and_in_range() {
+        for k in ["WT1", "WK2", "x"] {
+            let p = partition(k, 4);
+            assert!(p < 4);
+            assert_eq!(p, partition(k, 4));
+        }
+        assert_eq!(partition("anything", 1), 0);
+    }
+
+    #[test]
+    fn retry_delay_grows_and_caps() {
+        let d0 = retry_delay_ms(0);
+        assert!((800..=1200).contains(&d0), "{d0}");
+        let d3 = retry_delay_ms(3);
+        assert!((6400..=9600).contains(&d3), "{d3}");
+        assert!(retry_delay_ms(40) <= 360_000);
+    }
+}

@@ -1,0 +1,410 @@
+//! The event model: a TaskRouter Event Callback as received, and typed accessors.
+//!
+//! A callback is kept as the ordered list of form parameters Twilio sent, because the
+//! signature covers all of them and Twilio adds fields without notice. Everything the
+//! state rules need is read through accessors that never fail: a missing or malformed
+//! field reads as `None`, never as an error, so no input can stop an event from being
+//! stored.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Form parameters in the order received. Values are decoded UTF-8 strings.
+pub type Params = Vec<(String, String)>;
+
+/// Why a request body is not a usable callback. Shown to the caller in a 400.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormError {
+    #[error("body is not valid application/x-www-form-urlencoded: {0}")]
+    Encoding(String),
+    #[error("parameter `{0}` is not valid UTF-8 after percent-decoding")]
+    NotUtf8(String),
+    #[error("parameter `{0}` contains a NUL character, which cannot be stored")]
+    Nul(String),
+    #[error("missing parameter `EventType`")]
+    NoEventType,
+    #[error("parameter `EventType` is empty")]
+    EmptyEventType,
+}
+
+/// Parses an `application/x-www-form-urlencoded` body strictly: every name and value must
+/// decode to UTF-8 without NUL (Postgres text cannot hold NUL). Unlike lossy decoders,
+/// nothing is silently replaced, so the values we store are the values Twilio signed.
+pub fn parse_form(body: &[u8]) -> Result<Params, FormError> {
+    let mut out = Vec::new();
+    for pair in body.split(|b| *b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let name = decode_component(name, None)?;
+        if name.is_empty() {
+            return Err(FormError::Encoding("a parameter has an empty name".into()));
+        }
+        let value = decode_component(value, Some(&name))?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+fn decode_component(raw: &[u8], name: Option<&str>) -> Result<String, FormError> {
+    let label = || name.map(str::to_owned).unwrap_or_else(|| lossy(raw));
+    // '+' means space in form encoding; percent-decoding happens after.
+    let plus: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
+    let s = String::from_utf8(bytes).map_err(|_| FormError::NotUtf8(label()))?;
+    if s.contains('\0') {
+        return Err(FormError::Nul(label()));
+    }
+    Ok(s)
+}
+
+fn lossy(raw: &[u8]) -> String {
+    let s = String::from_utf8_lossy(raw);
+    s.chars().take(64).collect()
+}
+
+/// A callback as it sits in the durable queue. Versioned so that a newer binary can
+/// still drain entries written by an older one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "v")]
+pub enum QueuedCallback {
+    /// A TaskRouter Event Callback, as received.
+    #[serde(rename = "1")]
+    TaskRouterV1 { received_ms: i64, params: Params },
+}
+
+impl QueuedCallback {
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// One TaskRouter event with the fields every stage needs already extracted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `Sid` of the callback (EV…), or `digest:<sha256>` of the sorted params when absent.
+    /// The idempotency key: an event with a known sid changes nothing.
+    pub sid: String,
+    pub event_type: String,
+    /// Event time in epoch ms: `TimestampMs`, else `Timestamp`, else receipt.
+    pub occurred_ms: i64,
+    pub received_ms: i64,
+    params: BTreeMap<String, String>,
+}
+
+impl Event {
+    /// Builds the event from received params. Never fails: the caller has already
+    /// checked that `EventType` is present (see [`validate`]).
+    pub fn from_params(params: &Params, received_ms: i64) -> Event {
+        let mut map = BTreeMap::new();
+        for (k, v) in params {
+            // Twilio never repeats a TaskRouter parameter; if one is repeated, the first wins.
+            map.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let sid = match map.get("Sid").filter(|s| !s.trim().is_empty()) {
+            Some(s) => s.trim().to_owned(),
+            None => digest_sid(params),
+        };
+        let event_type = map.get("EventType").cloned().unwrap_or_default();
+        let occurred_ms = map
+            .get("TimestampMs")
+            .and_then(|v| parse_instant_ms(v))
+            .or_else(|| map.get("Timestamp").and_then(|v| parse_instant_ms(v)))
+            .unwrap_or(received_ms);
+        Event {
+            sid,
+            event_type,
+            occurred_ms,
+            received_ms,
+            params: map,
+        }
+    }
+
+    /// A non-empty, trimmed parameter.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .get(name)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn get_owned(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_owned)
+    }
+
+    /// An integer parameter; decimals are truncated; garbage, and anything outside the
+    /// 32-bit range of the integer columns, reads as `None`.
+    pub fn int(&self, name: &str) -> Option<i64> {
+        let v = self.get(name)?;
+        v.parse::<i64>()
+            .ok()
+            .or_else(|| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && f.abs() < 9.0e15)
+                    .map(|f| f.trunc() as i64)
+            })
+            .filter(|n| i32::try_from(*n).is_ok())
+    }
+
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        match self.get(name)?.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// An instant parameter in epoch ms (accepts epoch s, epoch ms or ISO-8601).
+    pub fn instant_ms(&self, name: &str) -> Option<i64> {
+        parse_instant_ms(self.get(name)?)
+    }
+
+    /// A JSON parameter (attributes). Text that is not JSON is kept as a JSON string so
+    /// nothing is lost.
+    pub fn json(&self, name: &str) -> Option<serde_json::Value> {
+        let raw = self.get(name)?;
+        Some(
+            serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned())),
+        )
+    }
+
+    pub fn task_sid(&self) -> Option<&str> {
+        self.get("TaskSid")
+    }
+    pub fn worker_sid(&self) -> Option<&str> {
+        self.get("WorkerSid")
+    }
+    pub fn reservation_sid(&self) -> Option<&str> {
+        self.get("ReservationSid")
+    }
+
+    /// The entity whose state this event changes, used to partition work so that each
+    /// entity's events apply in queue order. Reservation events belong to their task.
+    pub fn partition_key(&self) -> &str {
+        self.task_sid()
+            .or_else(|| {
+                if self.event_type.starts_with("worker.") {
+                    self.worker_sid()
+                } else {
+                    None
+                }
+            })
+            .or_else(|| self.get("ActivitySid"))
+            .or_else(|| self.get("ResourceSid"))
+            .unwrap_or(&self.sid)
+    }
+
+    /// All params as a JSON object (the `events.data` column).
+    pub fn data_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.params
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+    }
+}
+
+/// Checks the parts of a callback without which it cannot be routed.
+pub fn validate(params: &Params) -> Result<(), FormError> {
+    match params.iter().find(|(k, _)| k == "EventType") {
+        None => Err(FormError::NoEventType),
+        Some((_, v)) if v.trim().is_empty() => Err(FormError::EmptyEventType),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A stable id for a callback without `Sid`: the same params always give the same id,
+/// whatever their order, so redeliveries dedupe.
+pub fn digest_sid(params: &Params) -> String {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut h = Sha256::new();
+    for (k, v) in sorted {
+        h.update(k.as_bytes());
+        h.update([0u8]);
+        h.update(v.as_bytes());
+        h.update([0u8]);
+    }
+    let d = h.finalize();
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("digest:{hex}")
+}
+
+/// Latest instant accepted: the end of year 9999, within both chrono's and Postgres' range.
+const MAX_MS: i64 = 253_402_300_799_999;
+
+/// Epoch seconds, epoch milliseconds or ISO-8601 → epoch ms, between 1970 and 9999.
+/// Numbers below 10^11 are taken as seconds (10^11 s is the year 5138; 10^11 ms is 1973).
+pub fn parse_instant_ms(v: &str) -> Option<i64> {
+    parse_instant_ms_unbounded(v).filter(|ms| (1..=MAX_MS).contains(ms))
+}
+
+fn parse_instant_ms_unbounded(v: &str) -> Option<i64> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<i64>() {
+        if n <= 0 {
+            return None;
+        }
+        return Some(if n < 100_000_000_000 {
+            n.checked_mul(1000)?
+        } else {
+            n
+        });
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        if !f.is_finite() || f <= 0.0 || f > 1.0e16 {
+            return None;
+        }
+        return Some(if f < 1.0e11 {
+            (f * 1000.0) as i64
+        } else {
+            f as i64
+        });
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|d| d.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Params {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_form_with_plus_and_percent() {
+        let got =
+            parse_form(b"EventType=task.created&TaskAttributes=%7B%22a%22%3A+1%7D&Empty=&Flag")
+                .unwrap();
+        assert_eq!(
+            got,
+            p(&[
+                ("EventType", "task.created"),
+                ("TaskAttributes", "{\"a\": 1}"),
+                ("Empty", ""),
+                ("Flag", "")
+            ])
+        );
+    }
+
+    #[test]
+    fn rejects_bad_utf8_and_nul() {
+        assert_eq!(
+            parse_form(b"A=%ff%fe").unwrap_err(),
+            FormError::NotUtf8("A".into())
+        );
+        assert_eq!(
+            parse_form(b"A=x%00y").unwrap_err(),
+            FormError::Nul("A".into())
+        );
+        assert!(matches!(parse_form(b"=x"), Err(FormError::Encoding(_))));
+    }
+
+    #[test]
+    fn validate_requires_event_type() {
+        assert_eq!(validate(&p(&[("A", "b")])), Err(FormError::NoEventType));
+        assert_eq!(
+            validate(&p(&[("EventType", " ")])),
+            Err(FormError::EmptyEventType)
+        );
+        assert_eq!(validate(&p(&[("EventType", "x.y")])), Ok(()));
+    }
+
+    #[test]
+    fn event_time_prefers_timestamp_ms() {
+        let e = Event::from_params(
+            &p(&[
+                ("EventType", "task.created"),
+                ("Timestamp", "1700000000"),
+                ("TimestampMs", "1700000000123"),
+            ]),
+            5,
+        );
+        assert_eq!(e.occurred_ms, 1_700_000_000_123);
+        let e = Event::from_params(
+            &p(&[("EventType", "task.created"), ("Timestamp", "1700000000")]),
+            5,
+        );
+        assert_eq!(e.occurred_ms, 1_700_000_000_000);
+        let e = Event::from_params(&p(&[("EventType", "task.created")]), 5);
+        assert_eq!(e.occurred_ms, 5);
+    }
+
+    #[test]
+    fn digest_sid_is_order_independent() {
+        let a = p(&[("EventType", "x"), ("B", "1")]);
+        let b = p(&[("B", "1"), ("EventType", "x")]);
+        assert_eq!(digest_sid(&a), digest_sid(&b));
+        assert_ne!(
+            digest_sid(&a),
+            digest_sid(&p(&[("EventType", "x"), ("B", "2")]))
+        );
+        assert_eq!(Event::from_params(&a, 0).sid, digest_sid(&a));
+    }
+
+    #[test]
+    fn instants_accept_seconds_ms_and_iso() {
+        assert_eq!(parse_instant_ms("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(parse_instant_ms("1700000000123"), Some(1_700_000_000_123));
+        assert_eq!(
+            parse_instant_ms("2023-11-14T22:13:20.5Z"),
+            Some(1_700_000_000_500)
+        );
+        assert_eq!(parse_instant_ms("soon"), None);
+        assert_eq!(parse_instant_ms("-5"), None);
+        assert_eq!(parse_instant_ms("1e400"), None);
+        assert_eq!(parse_instant_ms("9999999999999999"), None);
+        assert_eq!(parse_instant_ms("0001-01-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn partition_key_groups_reservations_with_their_task() {
+        let r = Event::from_params(
+            &p(&[
+                ("EventType", "reservation.created"),
+                ("TaskSid", "WT1"),
+                ("WorkerSid", "WK1"),
+            ]),
+            0,
+        );
+        assert_eq!(r.partition_key(), "WT1");
+        let w = Event::from_params(
+            &p(&[
+                ("EventType", "worker.activity.update"),
+                ("WorkerSid", "WK1"),
+            ]),
+            0,
+        );
+        assert_eq!(w.partition_key(), "WK1");
+    }
+
+    #[test]
+    fn queued_callback_round_trips() {
+        let q = QueuedCallback::TaskRouterV1 {
+            received_ms: 42,
+            params: p(&[("EventType", "task.created")]),
+        };
+        assert_eq!(QueuedCallback::decode(&q.encode()).unwrap(), q);
+    }
+}

@@ -1,0 +1,291 @@
+//! HTTP ingress and operations endpoints (hyper).
+//!
+//! `POST /ingress` answers 204 only after the callback is durably in the queue. Any
+//! other answer (403, 400, 413, 408, 503) means nothing was written. Every response
+//! body that is not 204 is JSON `{"error": "..."}` saying why.
+
+use crate::config::{Config, Secret};
+use crate::event::{self, QueuedCallback};
+use crate::metrics::Metrics;
+use crate::queue::{Queue, QueueError};
+use crate::signature;
+use crate::store::Store;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde_json::json;
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// What the handlers share.
+pub struct AppState {
+    pub queue: Arc<Queue>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub verify_signatures: bool,
+    pub auth_token: Secret,
+    /// `server.public_url` without a trailing slash.
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub read_timeout: Duration,
+}
+
+impl AppState {
+    pub fn new(cfg: &Config, queue: Arc<Queue>, store: Store, metrics: Arc<Metrics>) -> Self {
+        AppState {
+            queue,
+            store,
+            metrics,
+            verify_signatures: cfg.server.verify_signatures,
+            auth_token: cfg.twilio.auth_token.clone(),
+            public_url: cfg.server.public_url.trim_end_matches('/').to_owned(),
+            max_body_bytes: cfg.server.max_body_bytes,
+            read_timeout: Duration::from_secs(cfg.server.read_timeout_secs),
+        }
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn respond(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    respond(status, json!({ "error": msg.into() }))
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and gives
+/// in-flight requests up to `grace` to finish. At most `max_connections` are open at
+/// once; clients slower than the read timeout are cut off.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    max_connections: usize,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => { backoff = Duration::from_millis(10); s }
+                Err(e) => {
+                    // Usually EMFILE: wait for connections to close rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let st = state.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let st = st.clone();
+            async move { Ok::<_, std::convert::Infallible>(route(&st, req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+        }
+    }
+}
+
+async fn route(st: &AppState, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/ingress") => ingress(st, req).await,
+        (&Method::GET, "/healthz") => respond(StatusCode::OK, json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => readyz(st).await,
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(
+                st.metrics.render(&st.queue.status()),
+            )));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (_, "/ingress") | (_, "/healthz") | (_, "/readyz") | (_, "/metrics") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn readyz(st: &AppState) -> Response<Body> {
+    let pg = match tokio::time::timeout(Duration::from_secs(2), st.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out after 2 s".to_owned()),
+    };
+    let q = st.queue.status();
+    let ready = pg.is_ok();
+    respond(
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        json!({
+            "ready": ready,
+            "postgres": match &pg { Ok(()) => "ok".to_owned(), Err(e) => e.clone() },
+            "queue": {"open": true, "depth": q.depth, "retrying": q.retrying,
+                      "dead_letters": q.dead_letters, "oldest_age_seconds": q.oldest_age_seconds,
+                      "disk_bytes": q.disk_bytes},
+        }),
+    )
+}
+
+async fn ingress(st: &AppState, req: Request<Incoming>) -> Response<Body> {
+    let m = &st.metrics;
+    let too_large = || {
+        m.ingress_too_large.fetch_add(1, Relaxed);
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is larger than {} bytes", st.max_body_bytes),
+        )
+    };
+    let bad = |msg: String| {
+        m.ingress_bad_request.fetch_add(1, Relaxed);
+        error(StatusCode::BAD_REQUEST, msg)
+    };
+    let forbidden = |msg: &str| {
+        m.ingress_bad_signature.fetch_add(1, Relaxed);
+        error(StatusCode::FORBIDDEN, msg)
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.max_body_bytes as u64) {
+        return too_large();
+    }
+    let signature = req
+        .headers()
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if st.verify_signatures && signature.is_none() {
+        return forbidden("missing X-Twilio-Signature header");
+    }
+    let form = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+        .unwrap_or(false);
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/ingress".to_owned());
+    let body = Limited::new(req.into_body(), st.max_body_bytes);
+    let bytes = match tokio::time::timeout(st.read_timeout, body.collect()).await {
+        Err(_) => {
+            m.ingress_bad_request.fetch_add(1, Relaxed);
+            return error(StatusCode::REQUEST_TIMEOUT, "body not received in time");
+        }
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return too_large();
+            }
+            return bad(format!("cannot read body: {e}"));
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    if !form {
+        return bad("Content-Type must be application/x-www-form-urlencoded".into());
+    }
+    let params = match event::parse_form(&bytes) {
+        Ok(p) => p,
+        Err(e) => return bad(e.to_string()),
+    };
+    if st.verify_signatures {
+        let url = format!("{}{}", st.public_url, path_and_query);
+        let sig = signature.unwrap_or_default();
+        if !signature::verify(st.auth_token.expose(), &url, &params, &sig) {
+            // Say which URL was used: the usual cause is a public_url that differs
+            // from the URL configured in TaskRouter.
+            tracing::warn!(url = %url, "rejected callback: signature mismatch");
+            return forbidden(&format!(
+                "X-Twilio-Signature does not match the request signed for {url}"
+            ));
+        }
+    }
+    if let Err(e) = event::validate(&params) {
+        return bad(e.to_string());
+    }
+    let cb = QueuedCallback::TaskRouterV1 {
+        received_ms: chrono::Utc::now().timestamp_millis(),
+        params,
+    };
+    match st.queue.append_durable(&cb).await {
+        Ok(_) => {
+            m.ingress_accepted.fetch_add(1, Relaxed);
+            // Twilio asks for 204 with a JSON content type.
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => {
+            m.ingress_unavailable.fetch_add(1, Relaxed);
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            if matches!(e, QueueError::Full(_)) {
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("5"));
+            }
+            r
+        }
+    }
+}

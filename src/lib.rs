@@ -1,0 +1,26 @@
+//! taskrouter-summarizer: durable ingest of Twilio TaskRouter Event Callbacks,
+//! summarized into Postgres.
+//!
+//! Data flows one way, one module per stage:
+//!
+//! - [`config`]: the TOML contract, validated with every problem named.
+//! - [`http`]: `POST /ingress` verifies the signature ([`signature`]), parses the form
+//!   ([`event`]) and answers 204 only once the callback is durably in the [`queue`].
+//! - [`queue`]: the embedded sled queue with group commit, retries and dead letters.
+//! - [`dispatch`]: reads the queue in order and hands events to workers partitioned by
+//!   entity, which apply them in batched transactions through the [`store`].
+//! - [`rules`]: the pure state rules that turn events into rows.
+//! - [`store`]: Postgres (pool, embedded migrations, batched idempotent apply).
+//! - [`server`]: composes the stages and runs them until the shutdown future resolves.
+
+pub mod config;
+pub mod dispatch;
+pub mod event;
+pub mod http;
+pub mod metrics;
+pub mod queue;
+pub mod rules;
+pub mod server;
+pub mod signature;
+pub mod sim;
+pub mod store;

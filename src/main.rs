@@ -1,0 +1,242 @@
+//! The `taskrouter-summarizer` binary: parses the command line, sets up logging and
+//! calls the library.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use taskrouter_summarizer::config::{Config, ConfigError};
+use taskrouter_summarizer::{metrics::Metrics, queue::Queue, server, signature, store};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Durable ingest of Twilio TaskRouter event callbacks, summarized into Postgres"
+)]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(
+        long,
+        global = true,
+        env = "TASKROUTER_SUMMARIZER_CONFIG",
+        default_value = "/etc/taskrouter-summarizer/config.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the embedded database migrations (idempotent).
+    Migrate,
+    /// Run the service in the foreground until SIGTERM or SIGINT.
+    Serve,
+    /// Validate the config and say exactly what is wrong.
+    CheckConfig,
+    /// Inspect or repair the local queue (only while `serve` is stopped: the queue is
+    /// locked by the running service).
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Print a signed sample callback as a curl command, for trying the service out.
+    SampleCallback {
+        /// Where to send it (default: the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Depth, oldest age, retries and dead letters.
+    Status,
+    /// List the dead letters with their errors.
+    DeadLetters,
+    /// Move every dead letter back into the queue.
+    Requeue,
+}
+
+fn init_logging(cfg: Option<&Config>) {
+    let level = cfg
+        .map(|c| c.log.level.clone())
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.is_some_and(|c| c.log.format == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::CheckConfig = cli.command {
+        return check_config(&cli.config);
+    }
+    let cfg = Config::load(&cli.config)?;
+    init_logging(Some(&cfg));
+    match cli.command {
+        Command::CheckConfig => unreachable!("handled above"),
+        Command::Migrate => runtime()?.block_on(async {
+            let pool = store::pool(&cfg)?;
+            let applied = store::migrate(&pool)
+                .await
+                .with_context(|| format!("migrating {}", cfg.postgres_url_redacted()))?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            } else {
+                for m in applied {
+                    println!("applied {m}");
+                }
+            }
+            Ok(())
+        }),
+        Command::Serve => runtime()?.block_on(async {
+            let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+            server::run(cfg, listener, shutdown_signal()).await
+        }),
+        Command::Queue { command } => {
+            let q = Queue::open(
+                &cfg.queue.path,
+                cfg.queue.cache_mb,
+                u64::MAX,
+                Arc::new(Metrics::default()),
+            )?;
+            match command {
+                QueueCommand::Status => {
+                    println!("{}", serde_json::to_string_pretty(&q.status())?);
+                }
+                QueueCommand::DeadLetters => {
+                    for dl in q.dead_letters()? {
+                        let payload = String::from_utf8_lossy(&dl.payload);
+                        println!(
+                            "{}",
+                            serde_json::json!({"id": dl.id, "attempts": dl.attempts, "error": dl.error,
+                                "failed_ms": dl.failed_ms, "entry": serde_json::from_str::<serde_json::Value>(&payload).unwrap_or(payload.into())})
+                        );
+                    }
+                }
+                QueueCommand::Requeue => {
+                    let n = q.requeue_dead()?;
+                    println!("requeued {n} dead letter(s)");
+                }
+            }
+            Ok(())
+        }
+        Command::SampleCallback { url } => {
+            let target = url.unwrap_or_else(|| {
+                format!(
+                    "http://{}/ingress",
+                    cfg.server.listen.replace("0.0.0.0", "127.0.0.1")
+                )
+            });
+            let now = chrono::Utc::now();
+            let ms = now.timestamp_millis();
+            let params: Vec<(String, String)> = [
+                ("EventType", "task.created".to_owned()),
+                ("Sid", format!("EV{:032x}", ms)),
+                ("AccountSid", cfg.twilio.account_sid.clone()),
+                ("WorkspaceSid", cfg.twilio.workspace_sid.clone()),
+                ("ResourceType", "task".to_owned()),
+                ("ResourceSid", format!("WT{:032x}", ms)),
+                ("TaskSid", format!("WT{:032x}", ms)),
+                ("TaskAssignmentStatus", "pending".to_owned()),
+                ("TaskAge", "0".to_owned()),
+                ("TaskChannelUniqueName", "voice".to_owned()),
+                ("TaskQueueName", "Support".to_owned()),
+                ("TaskQueueSid", format!("WQ{:032x}", 1)),
+                ("TaskAttributes", r#"{"direction":"inbound"}"#.to_owned()),
+                ("TaskDateCreated", (ms / 1000).to_string()),
+                ("Timestamp", (ms / 1000).to_string()),
+                ("TimestampMs", ms.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let path = target
+                .split_once("://")
+                .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+                .unwrap_or_else(|| "/ingress".into());
+            let signed_url = format!("{}{}", cfg.server.public_url.trim_end_matches('/'), path);
+            let sig = signature::compute(cfg.twilio.auth_token.expose(), &signed_url, &params);
+            let body: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&params)
+                .finish();
+            println!(
+                "curl -i -X POST '{target}' -H 'X-Twilio-Signature: {sig}' \
+                 -H 'Content-Type: application/x-www-form-urlencoded' --data '{body}'"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = Config::load_unchecked(path)?;
+    let mut problems = cfg.problems();
+    if let Err(p) = cfg.check_queue_path() {
+        problems.push(p);
+    }
+    if !problems.is_empty() {
+        bail!("{}", ConfigError::Invalid(problems));
+    }
+    println!(
+        "config {} is valid (postgres {}, queue {}, signatures {})",
+        path.display(),
+        cfg.postgres_url_redacted(),
+        cfg.queue.path.display(),
+        if cfg.server.verify_signatures {
+            "verified"
+        } else {
+            "NOT verified"
+        }
+    );
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,552 @@
+//! The durable queue between ingress and the workers, on sled.
+//!
+//! Guarantees:
+//! - [`Queue::append_durable`] returns only after an fsync that covers the append (group
+//!   commit: one flush serves every request that appended before it started), so a 204
+//!   sent after it survives `kill -9`.
+//! - Entries keep arrival order (keys are sled's monotonic ids, big-endian).
+//! - An entry leaves the queue only through [`Queue::ack`] (after its Postgres
+//!   transaction committed) or by being moved to the retry or dead-letter trees; so a
+//!   crash at any point replays, never loses. Replays are harmless because applying an
+//!   event is idempotent.
+//!
+//! Removals are not flushed explicitly: losing one in a crash only causes a replay.
+
+use crate::event::QueuedCallback;
+use crate::metrics::Metrics;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{watch, Notify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot open the queue at {path}: {source} (is another instance using it?)")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("queue write failed: {0}")]
+    Write(#[from] sled::Error),
+    #[error("queue flush to disk failed: {0}")]
+    Flush(String),
+    #[error("queue backlog is at its limit ({0} entries); try again later")]
+    Full(u64),
+    #[error("queue is shutting down")]
+    Closed,
+    #[error("queue entry {0} is corrupt: {1}")]
+    Corrupt(u64, String),
+}
+
+/// Where an entry currently lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Loc {
+    Main(u64),
+    Retry(u64),
+}
+
+/// An entry handed to the dispatcher.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub loc: Loc,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RetryEntry {
+    attempts: u32,
+    due_ms: i64,
+    error: String,
+    payload: Vec<u8>,
+}
+
+/// An event set aside after failing `max_attempts` times.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub attempts: u32,
+    pub error: String,
+    pub failed_ms: i64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Flushed {
+    through: u64,
+    result: Result<(), String>,
+}
+
+/// Queue depth and age, for `/readyz`, `/metrics` and `queue status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub depth: u64,
+    pub retrying: u64,
+    pub dead_letters: u64,
+    pub oldest_age_seconds: Option<f64>,
+    pub disk_bytes: u64,
+}
+
+pub struct Queue {
+    path: PathBuf,
+    db: sled::Db,
+    main: sled::Tree,
+    retry: sled::Tree,
+    dead: sled::Tree,
+    depth: AtomicU64,
+    max_backlog: u64,
+    appended: AtomicU64,
+    flushed_tx: watch::Sender<Flushed>,
+    flush_wake: Notify,
+    /// Wakes the dispatcher when something was appended or deferred.
+    pub new_data: Notify,
+    metrics: Arc<Metrics>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+fn id_of(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = k.len().min(8);
+    b[..n].copy_from_slice(&k[..n]);
+    u64::from_be_bytes(b)
+}
+
+impl Queue {
+    /// Opens (or creates) the queue directory. sled's cache is bounded by `cache_mb`.
+    pub fn open(
+        path: &Path,
+        cache_mb: u64,
+        max_backlog: u64,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Queue>, QueueError> {
+        let open_err = |source| QueueError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_mb << 20)
+            .mode(sled::Mode::LowSpace)
+            // Our own group commit flushes before every ack; this is only a backstop.
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(open_err)?;
+        let main = db.open_tree("main").map_err(open_err)?;
+        let retry = db.open_tree("retry").map_err(open_err)?;
+        let dead = db.open_tree("dead").map_err(open_err)?;
+        let depth = (main.len() + retry.len()) as u64;
+        let (flushed_tx, _) = watch::channel(Flushed {
+            through: 0,
+            result: Ok(()),
+        });
+        metrics
+            .dead_letters
+            .store(dead.len() as u64, Ordering::Relaxed);
+        Ok(Arc::new(Queue {
+            path: path.to_owned(),
+            db,
+            main,
+            retry,
+            dead,
+            depth: AtomicU64::new(depth),
+            max_backlog,
+            appended: AtomicU64::new(0),
+            flushed_tx,
+            flush_wake: Notify::new(),
+            new_data: Notify::new(),
+            metrics,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Entries waiting (main + retry).
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Appends a callback and waits until a flush covering it has completed. Requires
+    /// [`Queue::run_flusher`] to be running. On error nothing may be acknowledged.
+    pub async fn append_durable(&self, cb: &QueuedCallback) -> Result<u64, QueueError> {
+        let depth = self.depth();
+        if depth >= self.max_backlog {
+            return Err(QueueError::Full(depth));
+        }
+        let id = self.db.generate_id()?;
+        self.main.insert(key(id), cb.encode())?;
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        // The sequence number is taken after the insert completed, so a flush that
+        // starts after observing it covers the insert.
+        let seq = self.appended.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut rx = self.flushed_tx.subscribe();
+        self.flush_wake.notify_one();
+        loop {
+            {
+                let f = rx.borrow_and_update();
+                if f.through >= seq {
+                    self.new_data.notify_one();
+                    return match &f.result {
+                        Ok(()) => Ok(id),
+                        Err(e) => Err(QueueError::Flush(e.clone())),
+                    };
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(QueueError::Closed);
+            }
+        }
+    }
+
+    /// The group-commit loop: each round fsyncs everything appended before it began and
+    /// then releases all the requests that were waiting for it. Runs until `shutdown`
+    /// resolves and, after that, performs one final flush.
+    pub async fn run_flusher(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut done = 0u64;
+        loop {
+            let stopping = tokio::select! {
+                _ = self.flush_wake.notified() => false,
+                _ = shutdown.cancelled() => true,
+            };
+            let target = self.appended.load(Ordering::SeqCst);
+            if target > done || stopping {
+                let started = Instant::now();
+                let db = self.db.clone();
+                let result = match tokio::task::spawn_blocking(move || db.flush()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("flush task failed: {e}")),
+                };
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "queue flush failed; requests get 503 until it succeeds");
+                }
+                self.metrics.observe_flush(target - done, started.elapsed());
+                done = target;
+                self.flushed_tx.send_replace(Flushed {
+                    through: target,
+                    result,
+                });
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Up to `max` entries of the main tree after `after`, in arrival order.
+    pub fn read_batch(&self, after: Option<u64>, max: usize) -> Result<Vec<Item>, QueueError> {
+        let iter = match after {
+            Some(a) => self.main.range(key(a.saturating_add(1))..),
+            None => self.main.iter(),
+        };
+        let mut out = Vec::new();
+        for kv in iter.take(max) {
+            let (k, v) = kv?;
+            out.push(Item {
+                loc: Loc::Main(id_of(&k)),
+                attempts: 0,
+                payload: v.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Retry entries whose backoff has elapsed, and the time the next one is due.
+    pub fn due_retries(&self, max: usize) -> Result<(Vec<Item>, Option<i64>), QueueError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        let mut next_due: Option<i64> = None;
+        for kv in self.retry.iter() {
+            let (k, v) = kv?;
+            let id = id_of(&k);
+            let r: RetryEntry =
+                serde_json::from_slice(&v).map_err(|e| QueueError::Corrupt(id, e.to_string()))?;
+            if r.due_ms <= now && out.len() < max {
+                out.push(Item {
+                    loc: Loc::Retry(id),
+                    attempts: r.attempts,
+                    payload: r.payload,
+                });
+            } else if r.due_ms > now {
+                next_due = Some(next_due.map_or(r.due_ms, |d: i64| d.min(r.due_ms)));
+            }
+        }
+        Ok((out, next_due))
+    }
+
+    /// Removes entries whose events are committed in Postgres.
+    pub fn ack(&self, locs: &[Loc]) -> Result<(), QueueError> {
+        let mut removed = 0;
+        for loc in locs {
+            let old = match loc {
+                Loc::Main(id) => self.main.remove(key(*id))?,
+                Loc::Retry(id) => self.retry.remove(key(*id))?,
+            };
+            if old.is_some() {
+                removed += 1;
+            }
+        }
+        self.depth.fetch_sub(removed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Records a failed attempt: the entry moves to the retry tree, due after `delay_ms`.
+    pub fn defer(&self, item: &Item, error: &str, delay_ms: i64) -> Result<(), QueueError> {
+        let id = match item.loc {
+            Loc::Main(id) | Loc::Retry(id) => id,
+        };
+        let entry = RetryEntry {
+            attempts: item.attempts + 1,
+            due_ms: now_ms() + delay_ms,
+            error: error.to_owned(),
+            payload: item.payload.clone(),
+        };
+        let bytes = serde_json::to_vec(&entry).unwrap_or_default();
+        let from_main = matches!(item.loc, Loc::Main(_));
+        use sled::Transactional;
+        (&self.main, &self.retry)
+            .transaction(|(main, retry)| {
+                if from_main {
+                    main.remove(&key(id))?;
+                }
+                retry.insert(&key(id), bytes.clone())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(s) => QueueError::Write(s),
+                sled::transaction::TransactionError::Abort(()) => {
+                    QueueError::Flush("transaction aborted".into())
+                }
+            })?;
+        self.new_data.notify_one();
+        Ok(())
+    }
+
+    /// Sets an entry aside after its last attempt failed.
+    pub fn dead_letter(&self, item: &Item, error: &str) -> Result<(), QueueError> {
+        let id = match item.loc {
+            Loc::Main(id) | Loc::Retry(id) => id,
+        };
+        let dl = DeadLetter {
+            id,
+            attempts: item.attempts + 1,
+            error: error.to_owned(),
+            failed_ms: now_ms(),
+            payload: item.payload.clone(),
+        };
+        let bytes = serde_json::to_vec(&dl).unwrap_or_default();
+        let (from_main, from_retry) = match item.loc {
+            Loc::Main(_) => (true, false),
+            Loc::Retry(_) => (false, true),
+        };
+        use sled::Transactional;
+        let removed = (&self.main, &self.retry, &self.dead)
+            .transaction(|(main, retry, dead)| {
+                let mut removed = false;
+                if from_main {
+                    removed |= main.remove(&key(id))?.is_some();
+                }
+                if from_retry {
+                    removed |= retry.remove(&key(id))?.is_some();
+                }
+                dead.insert(&key(id), bytes.clone())?;
+                Ok::<bool, sled::transaction::ConflictableTransactionError<()>>(removed)
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(s) => QueueError::Write(s),
+                sled::transaction::TransactionError::Abort(()) => {
+                    QueueError::Flush("transaction aborted".into())
+                }
+            })?;
+        if removed {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.metrics
+            .dead_letters
+            .store(self.dead.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        let mut out = Vec::new();
+        for kv in self.dead.iter() {
+            let (k, v) = kv?;
+            let id = id_of(&k);
+            out.push(
+                serde_json::from_slice(&v).map_err(|e| QueueError::Corrupt(id, e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Moves every dead letter back to the tail of the queue for another round of
+    /// attempts. Returns how many moved. Flushes before returning.
+    pub fn requeue_dead(&self) -> Result<usize, QueueError> {
+        let mut n = 0;
+        for dl in self.dead_letters()? {
+            let id = self.db.generate_id()?;
+            self.main.insert(key(id), dl.payload)?;
+            self.dead.remove(key(dl.id))?;
+            self.depth.fetch_add(1, Ordering::Relaxed);
+            n += 1;
+        }
+        self.db.flush()?;
+        self.metrics
+            .dead_letters
+            .store(self.dead.len() as u64, Ordering::Relaxed);
+        self.new_data.notify_one();
+        Ok(n)
+    }
+
+    pub fn status(&self) -> Status {
+        let oldest_ms = self
+            .main
+            .first()
+            .ok()
+            .flatten()
+            .and_then(|(_, v)| QueuedCallback::decode(&v).ok())
+            .map(|q| match q {
+                QueuedCallback::TaskRouterV1 { received_ms, .. } => received_ms,
+            });
+        Status {
+            depth: self.depth(),
+            retrying: self.retry.len() as u64,
+            dead_letters: self.dead.len() as u64,
+            oldest_age_seconds: oldest_ms.map(|m| ((now_ms() - m).max(0)) as f64 / 1000.0),
+            disk_bytes: self.db.size_on_disk().unwrap_or(0),
+        }
+    }
+
+    /// Flushes synchronously (used at shutdown and by CLI commands).
+    pub fn flush(&self) -> Result<(), QueueError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cb(n: i64) -> QueuedCallback {
+        QueuedCallback::TaskRouterV1 {
+            received_ms: n,
+            params: vec![("EventType".into(), format!("e{n}"))],
+        }
+    }
+
+    struct Running {
+        stop: tokio_util::sync::CancellationToken,
+        flusher: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        /// Stops the flusher and waits until it released the database.
+        async fn stop(self) {
+            self.stop.cancel();
+            self.flusher.await.unwrap();
+        }
+    }
+
+    async fn open(dir: &Path) -> (Arc<Queue>, Running) {
+        let q = Queue::open(dir, 8, 1_000, Arc::new(Metrics::default())).unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let flusher = tokio::spawn(q.clone().run_flusher(stop.clone()));
+        (q, Running { stop, flusher })
+    }
+
+    #[tokio::test]
+    async fn append_read_ack_in_order_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (q, stop) = open(dir.path()).await;
+            let mut handles = vec![];
+            for i in 0..50 {
+                let q = q.clone();
+                handles.push(tokio::spawn(async move { q.append_durable(&cb(i)).await }));
+            }
+            for h in handles {
+                h.await.unwrap().unwrap();
+            }
+            assert_eq!(q.depth(), 50);
+            let first = q.read_batch(None, 10).unwrap();
+            assert_eq!(first.len(), 10);
+            let ids: Vec<u64> = first
+                .iter()
+                .map(|i| match i.loc {
+                    Loc::Main(id) => id,
+                    Loc::Retry(_) => unreachable!(),
+                })
+                .collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]));
+            let next = q.read_batch(Some(ids[9]), 100).unwrap();
+            assert_eq!(next.len(), 40);
+            q.ack(&first.iter().map(|i| i.loc).collect::<Vec<_>>())
+                .unwrap();
+            assert_eq!(q.depth(), 40);
+            drop(q);
+            stop.stop().await;
+        }
+        // Reopen: the 40 unacknowledged entries are still there.
+        let q = Queue::open(dir.path(), 8, 1_000, Arc::new(Metrics::default())).unwrap();
+        assert_eq!(q.depth(), 40);
+        assert_eq!(q.read_batch(None, 100).unwrap().len(), 40);
+    }
+
+    #[tokio::test]
+    async fn backlog_limit_refuses_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), 8, 2, Arc::new(Metrics::default())).unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(q.clone().run_flusher(stop.clone()));
+        q.append_durable(&cb(1)).await.unwrap();
+        q.append_durable(&cb(2)).await.unwrap();
+        assert!(matches!(
+            q.append_durable(&cb(3)).await,
+            Err(QueueError::Full(2))
+        ));
+    }
+
+    #[tokio::test]
+    async fn defer_then_dead_letter_then_requeue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _stop) = open(dir.path()).await;
+        q.append_durable(&cb(1)).await.unwrap();
+        let item = q.read_batch(None, 1).unwrap().remove(0);
+        q.defer(&item, "boom", 0).unwrap();
+        assert!(q.read_batch(None, 10).unwrap().is_empty());
+        assert_eq!(q.depth(), 1);
+        let (due, _) = q.due_retries(10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].attempts, 1);
+        q.dead_letter(&due[0], "boom again").unwrap();
+        assert_eq!(q.depth(), 0);
+        let dl = q.dead_letters().unwrap();
+        assert_eq!(dl.len(), 1);
+        assert_eq!((dl[0].attempts, dl[0].error.as_str()), (2, "boom again"));
+        assert_eq!(q.status().dead_letters, 1);
+        assert_eq!(q.requeue_dead().unwrap(), 1);
+        assert_eq!(q.depth(), 1);
+        assert_eq!(q.read_batch(None, 10).unwrap()[0].payload, cb(1).encode());
+    }
+
+    #[tokio::test]
+    async fn retries_wait_for_their_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _stop) = open(dir.path()).await;
+        q.append_durable(&cb(1)).await.unwrap();
+        let item = q.read_batch(None, 1).unwrap().remove(0);
+        q.defer(&item, "later", 60_000).unwrap();
+        let (due, next) = q.due_retries(10).unwrap();
+        assert!(due.is_empty());
+        assert!(next.is_some());
+    }
+}

@@ -1,0 +1,122 @@
+//! Composition: opens the queue, builds the Postgres pool, and runs the HTTP server,
+//! the group-commit flusher and the dispatcher until the shutdown future resolves.
+//!
+//! Shutdown order keeps every promise: stop accepting; let in-flight requests finish
+//! (their appends are flushed by the still-running flusher, so each 204 sent is
+//! durable); final flush; workers finish the transaction in hand; exit. Whatever is
+//! not yet in Postgres stays queued for the next start.
+
+use crate::config::Config;
+use crate::dispatch;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+use crate::store::{self, Store};
+use anyhow::Context;
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the service on `listener` until `shutdown` resolves. The listener and the
+/// shutdown future are injected so tests can run the real server.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    cfg.check_queue_path().map_err(anyhow::Error::msg)?;
+    let queue = Queue::open(
+        &cfg.queue.path,
+        cfg.queue.cache_mb,
+        cfg.queue.max_backlog,
+        metrics.clone(),
+    )?;
+    let pool = store::pool(&cfg)?;
+    let store = Store::new(pool, &cfg);
+    if let Err(e) = store.ping().await {
+        // Not fatal: callbacks are queued and applied once Postgres answers.
+        tracing::warn!(error = %e, postgres = %cfg.postgres_url_redacted(),
+            "Postgres is not reachable yet; ingesting into the queue meanwhile");
+    }
+    if !cfg.server.verify_signatures {
+        tracing::warn!("server.verify_signatures = false: ANYONE can post events. Use only for local experiments.");
+    }
+    let status = queue.status();
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        queue = %cfg.queue.path.display(),
+        backlog = status.depth,
+        dead_letters = status.dead_letters,
+        workers = cfg.queue.workers,
+        "taskrouter-summarizer serving"
+    );
+
+    let pipeline_stop = CancellationToken::new();
+    let flusher = tokio::spawn(queue.clone().run_flusher(pipeline_stop.clone()));
+    let pipeline = tokio::spawn(dispatch::run(
+        queue.clone(),
+        store.clone(),
+        metrics.clone(),
+        dispatch::Settings {
+            workers: cfg.queue.workers,
+            batch_size: cfg.queue.batch_size,
+            max_attempts: cfg.queue.max_attempts,
+        },
+        pipeline_stop.clone(),
+    ));
+    let watchdog = tokio::spawn(watchdog(metrics.clone()));
+    let state = Arc::new(AppState::new(&cfg, queue.clone(), store, metrics));
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    http::serve(
+        listener,
+        state,
+        cfg.server.max_connections,
+        Duration::from_secs(cfg.server.shutdown_grace_secs),
+        shutdown,
+    )
+    .await;
+
+    tracing::info!("shutting down: no longer accepting; draining");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    pipeline_stop.cancel();
+    flusher.await.context("flusher task")?;
+    if tokio::time::timeout(Duration::from_secs(30), pipeline)
+        .await
+        .is_err()
+    {
+        tracing::warn!("workers did not stop within 30 s; unapplied events stay queued");
+    }
+    watchdog.abort();
+    queue.flush().context("final queue flush")?;
+    let status = queue.status();
+    tracing::info!(backlog = status.depth, "stopped");
+    Ok(())
+}
+
+/// Feeds systemd's watchdog while the dispatcher loop is alive (it beats at least
+/// once a second, also while Postgres is down); a hung pipeline gets restarted.
+async fn watchdog(metrics: Arc<Metrics>) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2);
+    loop {
+        tokio::time::sleep(period).await;
+        let beat = metrics.dispatcher_heartbeat_ms.load(Relaxed);
+        let age = chrono::Utc::now().timestamp_millis() - beat;
+        if age < (usec / 1000) as i64 {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::error!(
+                stalled_ms = age,
+                "dispatcher stalled; not feeding the watchdog"
+            );
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! Postgres: the connection pool, the embedded migrations, and the batched apply.
+//!
+//! [`Store::apply`] applies a batch of events in one transaction:
+//! 1. takes transaction-scoped advisory locks on every entity the batch touches (in a
+//!    fixed order), so that several instances sharing the database merge into the same
+//!    rows one at a time;
+//! 2. inserts the events, skipping those already stored (`ON CONFLICT DO NOTHING`):
+//!    a replayed or redelivered event changes nothing (idempotency);
+//! 3. for the new events only, loads each entity's merge state, merges the events with
+//!    the pure [`rules`](crate::rules), and upserts the derived rows.
+//!
+//! The caller deletes queue entries only after this returns `Ok` (the commit).
+
+use crate::config::{Config, Sla};
+use crate::event::Event;
+use crate::rules::{self, ChannelKey};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+
+mod embedded {
+    refinery::embed_migrations!("sql");
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot get a Postgres connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("Postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("invalid Postgres configuration: {0}")]
+    Config(String),
+    #[error("migration failed: {0}")]
+    Migrate(String),
+    #[error("cannot encode a row: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl StoreError {
+    /// Transient errors say nothing about the events: Postgres is down, restarting,
+    /// overloaded, deadlocked, or not migrated yet. They are retried without counting
+    /// against the events; every other error counts as a failed attempt.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Pool(_) | StoreError::Config(_) | StoreError::Migrate(_) => true,
+            StoreError::Encode(_) => false,
+            StoreError::Db(e) => match e.code() {
+                None => true, // IO error, closed connection, timeout
+                Some(c) => {
+                    let s = c.code();
+                    s.starts_with("08") // connection exception
+                        || s.starts_with("53") // insufficient resources
+                        || s.starts_with("57") // operator intervention (shutdown)
+                        || s.starts_with("58") // system error
+                        || *c == SqlState::T_R_DEADLOCK_DETECTED
+                        || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                        || *c == SqlState::UNDEFINED_TABLE
+                        || *c == SqlState::UNDEFINED_COLUMN
+                        || *c == SqlState::UNDEFINED_DATABASE
+                        || *c == SqlState::INVALID_PASSWORD
+                        || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                        || *c == SqlState::READ_ONLY_SQL_TRANSACTION
+                        || *c == SqlState::LOCK_NOT_AVAILABLE
+                }
+            },
+        }
+    }
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub new: usize,
+    pub duplicate: usize,
+}
+
+/// The Postgres side of the pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    sla: Sla,
+    available_override: Vec<String>,
+}
+
+/// Builds a pool that connects lazily: creating it never fails because Postgres is
+/// down, so `serve` starts and ingests while the database is unreachable.
+pub fn pool(cfg: &Config) -> Result<Pool, StoreError> {
+    let mut pg: tokio_postgres::Config = cfg
+        .postgres
+        .url
+        .expose()
+        .parse()
+        .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+    pg.connect_timeout(Duration::from_secs(cfg.postgres.connect_timeout_secs));
+    if pg.get_application_name().is_none() {
+        pg.application_name("taskrouter-summarizer");
+    }
+    let mgr = Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(cfg.postgres.pool_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(
+            cfg.postgres.connect_timeout_secs + 1,
+        )))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::Config(e.to_string()))
+}
+
+/// Applies the embedded migrations (idempotent). Returns the versions applied now.
+pub async fn migrate(pool: &Pool) -> Result<Vec<String>, StoreError> {
+    let mut obj = pool.get().await?;
+    let client: &mut tokio_postgres::Client = &mut obj;
+    let report = embedded::migrations::runner()
+        .run_async(client)
+        .await
+        .map_err(|e| StoreError::Migrate(e.to_string()))?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
+}
+
+fn lock_key(kind: &str, id: &str) -> i64 {
+    // A stable hash (SipHash with fixed keys): every instance derives the same key.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kind.hash(&mut h);
+    id.hash(&mut h);
+    h.finish() as i64
+}
+
+fn to_time(ms: i64) -> Value {
+    match chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms) {
+        Some(t) => Value::String(t.to_rfc3339()),
+        None => Value::Null,
+    }
+}
+
+/// A row as a JSON object plus its merge state, for `jsonb_populate_recordset`.
+fn with_state<R: Serialize, S: Serialize>(row: &R, state: &S) -> Result<Value, StoreError> {
+    let mut v = serde_json::to_value(row)?;
+    if let Value::Object(m) = &mut v {
+        m.insert("state".into(), serde_json::to_value(state)?);
+    }
+    Ok(v)
+}
+
+/// `INSERT … SELECT … FROM jsonb_populate_recordset … ON CONFLICT DO UPDATE` over the
+/// columns present in the rows. `created_at` is left to its default on insert and never
+/// overwritten.
+fn upsert_sql(table: &str, key: &[&str], cols: &[String]) -> String {
+    let list = cols.join(", ");
+    let sets: Vec<String> = cols
+        .iter()
+        .filter(|c| !key.contains(&c.as_str()))
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({list}, updated_at) SELECT {list}, now() \
+         FROM jsonb_populate_recordset(NULL::{table}, $1) \
+         ON CONFLICT ({}) DO UPDATE SET {}, updated_at = now()",
+        key.join(", "),
+        sets.join(", ")
+    )
+}
+
+async fn upsert<C: GenericClient>(
+    tx: &C,
+    table: &str,
+    key: &[&str],
+    rows: Vec<Value>,
+) -> Result<(), StoreError> {
+    let Some(Value::Object(first)) = rows.first() else {
+        return Ok(());
+    };
+    let cols: Vec<String> = first.keys().cloned().collect();
+    let sql = upsert_sql(table, key, &cols);
+    let stmt = tx.prepare_cached(&sql).await?;
+    tx.execute(&stmt, &[&Value::Array(rows)]).await?;
+    Ok(())
+}
+
+/// Loads `sid → state` for a state table.
+async fn load_states<C: GenericClient, S: serde::de::DeserializeOwned + Default>(
+    tx: &C,
+    table: &str,
+    key_col: &str,
+    keys: Vec<String>,
+) -> Result<HashMap<String, S>, StoreError> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!("SELECT {key_col}, state FROM {table} WHERE {key_col} = ANY($1)");
+    let stmt = tx.prepare_cached(&sql).await?;
+    let rows = tx.query(&stmt, &[&keys]).await?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let k: String = r.get(0);
+        let v: Value = r.get(1);
+        // A state written by an older version that no longer parses starts afresh
+        // rather than blocking the entity forever; the events table keeps the history.
+        let s = serde_json::from_value(v).unwrap_or_default();
+        out.insert(k, s);
+    }
+    Ok(out)
+}
+
+impl Store {
+    pub fn new(pool: Pool, cfg: &Config) -> Store {
+        Store {
+            pool,
+            sla: cfg.sla.clone(),
+            available_override: cfg.taskrouter.available_activities.clone(),
+        }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Checks that Postgres answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Applies a batch of events in one transaction (see the module docs). Events
+    /// already stored are skipped; the result counts new and duplicate events.
+    pub async fn apply(&self, events: &[Event]) -> Result<Applied, StoreError> {
+        if events.is_empty() {
+            return Ok(Applied::default());
+        }
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+
+        // 1. Advisory locks on every entity, in key order (no lock-order deadlocks).
+        let mut locks = BTreeSet::new();
+        for e in events {
+            locks.insert(lock_key("event", &e.sid));
+            if let Some(t) = e.task_sid() {
+                locks.insert(lock_key("task", t));
+            }
+            if let Some(w) = e.worker_sid() {
+                locks.insert(lock_key("worker", w));
+            }
+            if let Some(r) = e.reservation_sid() {
+                locks.insert(lock_key("reservation", r));
+            }
+            if let Some(a) = e.get("ActivitySid") {
+                locks.insert(lock_key("activity", a));
+            }
+        }
+        let locks: Vec<i64> = locks.into_iter().collect();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest($1::int8[]) AS k ORDER BY 1) s",
+            )
+            .await?;
+        tx.query_one(&stmt, &[&locks]).await?;
+
+        // 2. Insert events; only the new ones go on.
+        let mut seen = HashSet::new();
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events {
+            if !seen.insert(e.sid.as_str()) {
+                continue;
+            }
+            rows.push(json!({
+                "sid": e.sid,
+                "event_type": e.event_type,
+                "account_sid": e.get("AccountSid"),
+                "workspace_sid": e.get("WorkspaceSid"),
+                "task_sid": e.task_sid(),
+                "worker_sid": e.worker_sid(),
+                "reservation_sid": e.reservation_sid(),
+                "resource_type": e.get("ResourceType"),
+                "resource_sid": e.get("ResourceSid"),
+                "occurred_at": to_time(e.occurred_ms),
+                "received_at": to_time(e.received_ms),
+                "data": e.data_json(),
+            }));
+        }
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO events (sid, event_type, account_sid, workspace_sid, task_sid, worker_sid, \
+                 reservation_sid, resource_type, resource_sid, occurred_at, received_at, data) \
+                 SELECT sid, event_type, account_sid, workspace_sid, task_sid, worker_sid, reservation_sid, \
+                 resource_type, resource_sid, occurred_at, received_at, data \
+                 FROM jsonb_populate_recordset(NULL::events, $1) \
+                 ON CONFLICT (sid) DO NOTHING RETURNING sid",
+            )
+            .await?;
+        let inserted: HashSet<String> = tx
+            .query(&stmt, &[&Value::Array(rows)])
+            .await?
+            .into_iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        let mut fresh: Vec<&Event> = Vec::with_capacity(inserted.len());
+        let mut taken = HashSet::new();
+        for e in events {
+            if inserted.contains(&e.sid) && taken.insert(e.sid.as_str()) {
+                fresh.push(e);
+            }
+        }
+        let applied = Applied {
+            new: fresh.len(),
+            duplicate: events.len() - fresh.len(),
+        };
+        if !fresh.is_empty() {
+            self.apply_state(&tx, &fresh).await?;
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Step 3: merge new events into the state tables.
+    async fn apply_state<C: GenericClient>(
+        &self,
+        tx: &C,
+        events: &[&Event],
+    ) -> Result<(), StoreError> {
+        // Group deltas per entity.
+        let mut task_d: BTreeMap<String, rules::TaskState> = BTreeMap::new();
+        let mut resv_d: BTreeMap<String, rules::ReservationState> = BTreeMap::new();
+        let mut worker_d: BTreeMap<String, rules::WorkerState> = BTreeMap::new();
+        let mut chan_d: BTreeMap<ChannelKey, rules::ChannelState> = BTreeMap::new();
+        let mut act_d: BTreeMap<String, rules::ActivityState> = BTreeMap::new();
+        for e in events {
+            if let Some((k, d)) = rules::task_delta(e) {
+                task_d.entry(k).or_default().merge(d);
+            }
+            if let Some((k, d)) = rules::reservation_delta(e) {
+                resv_d.entry(k).or_default().merge(d);
+            }
+            if let Some((k, d)) = rules::worker_delta(e) {
+                worker_d.entry(k).or_default().merge(d);
+            }
+            if let Some((k, d)) = rules::channel_delta(e) {
+                chan_d.entry(k).or_default().merge(d);
+            }
+            if let Some((k, d)) = rules::activity_delta(e) {
+                act_d.entry(k).or_default().merge(d);
+            }
+        }
+
+        // Activities first: workers derive their availability from them.
+        let mut act_changed: Vec<rules::ActivityRow> = Vec::new();
+        if !act_d.is_empty() {
+            let mut states: HashMap<String, rules::ActivityState> =
+                load_states(tx, "activities", "sid", act_d.keys().cloned().collect()).await?;
+            let mut rows = Vec::new();
+            for (k, d) in act_d {
+                let s = states.entry(k.clone()).or_default();
+                s.merge(d);
+                let row = rules::derive_activity(&k, s);
+                rows.push(with_state(&row, s)?);
+                act_changed.push(row);
+            }
+            upsert(tx, "activities", &["sid"], rows).await?;
+        }
+
+        if !task_d.is_empty() {
+            let mut states: HashMap<String, rules::TaskState> =
+                load_states(tx, "tasks", "sid", task_d.keys().cloned().collect()).await?;
+            let mut rows = Vec::with_capacity(task_d.len());
+            for (k, d) in task_d {
+                let s = states.entry(k.clone()).or_default();
+                s.merge(d);
+                rows.push(with_state(&rules::derive_task(&k, s, &self.sla), s)?);
+            }
+            upsert(tx, "tasks", &["sid"], rows).await?;
+        }
+
+        if !resv_d.is_empty() {
+            let mut states: HashMap<String, rules::ReservationState> =
+                load_states(tx, "reservations", "sid", resv_d.keys().cloned().collect()).await?;
+            let mut rows = Vec::with_capacity(resv_d.len());
+            for (k, d) in resv_d {
+                let s = states.entry(k.clone()).or_default();
+                s.merge(d);
+                rows.push(with_state(&rules::derive_reservation(&k, s), s)?);
+            }
+            upsert(tx, "reservations", &["sid"], rows).await?;
+        }
+
+        if !worker_d.is_empty() {
+            let mut states: HashMap<String, rules::WorkerState> = load_states(
+                tx,
+                "workers",
+                "worker_sid",
+                worker_d.keys().cloned().collect(),
+            )
+            .await?;
+            for (k, d) in worker_d.iter() {
+                states.entry(k.clone()).or_default().merge(d.clone());
+            }
+            let activity_sids: Vec<String> = states
+                .values()
+                .filter_map(|s| s.activity.as_ref().map(|a| a.1.sid.clone()))
+                .collect();
+            let flags = self.activity_flags(tx, activity_sids).await?;
+            let mut rows = Vec::with_capacity(worker_d.len());
+            for k in worker_d.keys() {
+                let s = &states[k];
+                let act = s.activity.as_ref().map(|r| &r.1);
+                let available = rules::activity_available(
+                    &self.available_override,
+                    act.and_then(|a| a.name.as_deref()),
+                    act.and_then(|a| flags.get(&a.sid).copied().flatten()),
+                );
+                rows.push(with_state(&rules::derive_worker(k, s, available), s)?);
+            }
+            upsert(tx, "workers", &["worker_sid"], rows).await?;
+        }
+
+        if !chan_d.is_empty() {
+            let (ws, cs): (Vec<String>, Vec<String>) = chan_d.keys().cloned().unzip();
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT worker_sid, task_channel_unique_name, state FROM worker_channels \
+                     WHERE (worker_sid, task_channel_unique_name) IN \
+                     (SELECT * FROM unnest($1::text[], $2::text[]))",
+                )
+                .await?;
+            let mut states: HashMap<ChannelKey, rules::ChannelState> = HashMap::new();
+            for r in tx.query(&stmt, &[&ws, &cs]).await? {
+                let s = serde_json::from_value(r.get::<_, Value>(2)).unwrap_or_default();
+                states.insert((r.get(0), r.get(1)), s);
+            }
+            let mut rows = Vec::with_capacity(chan_d.len());
+            for (k, d) in chan_d {
+                let s = states.entry(k.clone()).or_default();
+                s.merge(d);
+                rows.push(with_state(&rules::derive_channel(&k, s), s)?);
+            }
+            upsert(
+                tx,
+                "worker_channels",
+                &["worker_sid", "task_channel_unique_name"],
+                rows,
+            )
+            .await?;
+        }
+
+        // An activity's availability became known or changed: workers in it follow.
+        if self.available_override.is_empty() {
+            for a in act_changed {
+                let stmt = tx
+                    .prepare_cached(
+                        "UPDATE workers SET current_activity_available = $2, updated_at = now() \
+                         WHERE current_activity_sid = $1 \
+                         AND current_activity_available IS DISTINCT FROM $2",
+                    )
+                    .await?;
+                tx.execute(&stmt, &[&a.sid, &a.available]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// TaskRouter's `available` flag of each activity, where known.
+    async fn activity_flags<C: GenericClient>(
+        &self,
+        tx: &C,
+        sids: Vec<String>,
+    ) -> Result<HashMap<String, Option<bool>>, StoreError> {
+        if sids.is_empty() || !self.available_override.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let stmt = tx
+            .prepare_cached("SELECT sid, available FROM activities WHERE sid = ANY($1)")
+            .await?;
+        Ok(tx
+            .query(&stmt, &[&sids])
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsert_sql_updates_all_but_the_key() {
+        let sql = upsert_sql("t", &["sid"], &["sid".into(), "a".into(), "b".into()]);
+        assert!(sql.contains("INSERT INTO t (sid, a, b, updated_at)"));
+        assert!(sql.contains("ON CONFLICT (sid) DO UPDATE SET a = EXCLUDED.a, b = EXCLUDED.b"));
+        assert!(!sql.contains("sid = EXCLUDED.sid"));
+    }
+
+    #[test]
+    fn lock_keys_are_stable() {
+        assert_eq!(lock_key("task", "WT1"), lock_key("task", "WT1"));
+        assert_ne!(lock_key("task", "WT1"), lock_key("worker", "WT1"));
+    }
+}
