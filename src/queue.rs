@@ -94,6 +94,7 @@ pub struct Queue {
     retry: sled::Tree,
     dead: sled::Tree,
     depth: AtomicU64,
+    tail: std::sync::Mutex<()>,
     max_backlog: u64,
     appended: AtomicU64,
     flushed_tx: watch::Sender<Flushed>,
@@ -156,6 +157,7 @@ impl Queue {
             retry,
             dead,
             depth: AtomicU64::new(depth),
+            tail: std::sync::Mutex::new(()),
             max_backlog,
             appended: AtomicU64::new(0),
             flushed_tx,
@@ -181,9 +183,7 @@ impl Queue {
         if depth >= self.max_backlog {
             return Err(QueueError::Full(depth));
         }
-        let id = self.db.generate_id()?;
-        self.main.insert(key(id), cb.encode())?;
-        self.depth.fetch_add(1, Ordering::Relaxed);
+        let id = self.insert_tail(cb.encode())?;
         // The sequence number is taken after the insert completed, so a flush that
         // starts after observing it covers the insert.
         let seq = self.appended.fetch_add(1, Ordering::SeqCst) + 1;
@@ -239,6 +239,17 @@ impl Queue {
                 return;
             }
         }
+    }
+
+    /// Inserts at the tail. Taking the id and inserting happen under one lock, so entries
+    /// appear in id order: a reader that has seen id N will never later find an entry
+    /// below N (which its cursor would skip).
+    fn insert_tail(&self, payload: Vec<u8>) -> Result<u64, QueueError> {
+        let _order = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let id = self.db.generate_id()?;
+        self.main.insert(key(id), payload)?;
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
     }
 
     /// Up to `max` entries of the main tree after `after`, in arrival order.
@@ -392,10 +403,8 @@ impl Queue {
     pub fn requeue_dead(&self) -> Result<usize, QueueError> {
         let mut n = 0;
         for dl in self.dead_letters()? {
-            let id = self.db.generate_id()?;
-            self.main.insert(key(id), dl.payload)?;
+            self.insert_tail(dl.payload)?;
             self.dead.remove(key(dl.id))?;
-            self.depth.fetch_add(1, Ordering::Relaxed);
             n += 1;
         }
         self.db.flush()?;

@@ -256,6 +256,13 @@ impl Store {
             if let Some(w) = e.worker_sid() {
                 locks.insert(lock_key("worker", w));
             }
+            // A worker row derives its availability from its activity: serialize with
+            // transactions that change that activity.
+            if e.event_type.starts_with("worker.") {
+                if let Some(a) = e.get("WorkerActivitySid") {
+                    locks.insert(lock_key("activity", a));
+                }
+            }
             if let Some(r) = e.reservation_sid() {
                 locks.insert(lock_key("reservation", r));
             }

@@ -1,0 +1,401 @@
+//! Test harness: a fresh Postgres database per test, the real binary started as a child
+//! process with its own config and queue directory, and a signing HTTP client.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use taskrouter_summarizer::signature;
+
+pub const AUTH_TOKEN: &str = "test-auth-token-0123456789";
+pub const PUBLIC_URL: &str = "https://summarizer.test";
+
+/// The maintenance connection string: `TEST_DATABASE_URL` or the local server.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).expect("admin url");
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+/// A database created for one test and dropped afterwards.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        Self::on(&admin_url()).await
+    }
+
+    pub async fn on(admin: &str) -> TestDb {
+        let name = format!(
+            "trs_test_{}_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let c = connect(admin).await;
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        TestDb {
+            url: with_db(admin, &name),
+            name,
+            admin: admin.to_owned(),
+        }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Best effort, synchronous: tests may end without a runtime.
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    if let Ok((c, conn)) =
+                        tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                    {
+                        tokio::spawn(conn);
+                        let _ = c
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_taskrouter-summarizer")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `taskrouter-summarizer serve`.
+pub struct Service {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub http: reqwest::Client,
+}
+
+pub struct Options {
+    pub db_url: String,
+    pub workers: usize,
+    pub max_attempts: u32,
+    pub extra: String,
+}
+
+impl Options {
+    pub fn new(db_url: &str) -> Options {
+        Options {
+            db_url: db_url.to_owned(),
+            workers: 4,
+            max_attempts: 8,
+            extra: String::new(),
+        }
+    }
+}
+
+impl Service {
+    /// Writes a config, runs `migrate`, and starts `serve`.
+    pub async fn start(opts: Options) -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "{PUBLIC_URL}"
+shutdown_grace_secs = 5
+[queue]
+path = "{queue}"
+workers = {workers}
+max_attempts = {max_attempts}
+[postgres]
+url = "{db}"
+pool_size = 6
+connect_timeout_secs = 2
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+{extra}
+"#,
+                queue = dir.path().join("queue").display(),
+                workers = opts.workers,
+                max_attempts = opts.max_attempts,
+                db = opts.db_url,
+                extra = opts.extra,
+            ),
+        )
+        .expect("write config");
+        let mut s = Service {
+            dir,
+            config,
+            port,
+            child: None,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        };
+        let out = s.command(&["migrate"]).output().expect("run migrate");
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s.spawn().await;
+        s
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--config").arg(&self.config).args(args);
+        c.env_remove("DATABASE_URL").env_remove("TWILIO_AUTH_TOKEN");
+        c
+    }
+
+    /// Starts `serve` and waits until it answers `/healthz`.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .expect("log file");
+        let child = self
+            .command(&["serve"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/healthz")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("serve exited early ({st}): {}", self.log());
+                }
+            }
+            assert!(Instant::now() < deadline, "serve did not start: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("serve did not exit after SIGTERM: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Posts a callback signed for `PUBLIC_URL + /ingress`; returns the status.
+    pub async fn post(&self, params: &[(String, String)]) -> Result<u16, reqwest::Error> {
+        let sig = signature::compute(AUTH_TOKEN, &format!("{PUBLIC_URL}/ingress"), params);
+        self.post_raw(encode(params), Some(&sig)).await
+    }
+
+    pub async fn post_raw(&self, body: String, sig: Option<&str>) -> Result<u16, reqwest::Error> {
+        let mut req = self
+            .http
+            .post(self.url("/ingress"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(s) = sig {
+            req = req.header("x-twilio-signature", s);
+        }
+        Ok(req.send().await?.status().as_u16())
+    }
+
+    pub async fn readyz(&self) -> Value {
+        match self.http.get(self.url("/readyz")).send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// Waits until the queue is empty (everything applied or dead-lettered).
+    pub async fn wait_drained(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.readyz().await;
+            if r["queue"]["depth"].as_u64() == Some(0) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "queue not drained: {r}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn encode(params: &[(String, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish()
+}
+
+pub fn sid_of(params: &[(String, String)]) -> String {
+    params
+        .iter()
+        .find(|(k, _)| k == "Sid")
+        .map(|(_, v)| v.clone())
+        .expect("Sid")
+}
+
+/// Posts all callbacks with `concurrency` clients; returns the statuses in input order.
+pub async fn post_all(svc: &Service, cbs: &[Vec<(String, String)>], concurrency: usize) -> Vec<u16> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(cbs.iter().map(|cb| async move {
+        let mut tries = 0;
+        loop {
+            match svc.post(cb).await {
+                Ok(s) => return s,
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 5, "post failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+    .buffered(concurrency)
+    .collect()
+    .await
+}
+
+/// Asserts that `table` holds exactly `rows` in the columns the rows name (compared by
+/// Postgres itself, after both sides went through the same column types).
+pub async fn assert_table_matches(db: &TestDb, table: &str, key: &str, rows: Vec<Value>) {
+    let Some(Value::Object(first)) = rows.first() else {
+        assert_eq!(db.count(&format!("SELECT count(*) FROM {table}")).await, 0);
+        return;
+    };
+    let cols: Vec<String> = first.keys().cloned().collect();
+    let list = cols.join(", ");
+    let c = db.client().await;
+    let rows = Value::Array(rows);
+    for (a, b, what) in [
+        (
+            format!("SELECT {list} FROM {table}"),
+            format!("SELECT {list} FROM jsonb_populate_recordset(NULL::{table}, $1)"),
+            "in the database but not expected",
+        ),
+        (
+            format!("SELECT {list} FROM jsonb_populate_recordset(NULL::{table}, $1)"),
+            format!("SELECT {list} FROM {table}"),
+            "expected but not in the database",
+        ),
+    ] {
+        let sql = format!("SELECT to_jsonb(d) FROM ({a} EXCEPT {b}) d ORDER BY 1 LIMIT 5");
+        let diff = c.query(&sql, &[&rows]).await.expect("compare");
+        if !diff.is_empty() {
+            let sample: Vec<Value> = diff.iter().map(|r| r.get(0)).collect();
+            // Show the database's version of the same keys, to see which column differs.
+            let keys: Vec<String> = sample
+                .iter()
+                .filter_map(|v| v[key].as_str().map(str::to_owned))
+                .collect();
+            let other = c
+                .query(
+                    &format!("SELECT to_jsonb(d) FROM (SELECT {list} FROM {table} WHERE {key} = ANY($1)) d"),
+                    &[&keys],
+                )
+                .await
+                .expect("other");
+            let other: Vec<Value> = other.iter().map(|r| r.get(0)).collect();
+            panic!(
+                "{table}: rows {what}:\n{}\nthe database has:\n{}",
+                serde_json::to_string_pretty(&sample).unwrap_or_default(),
+                serde_json::to_string_pretty(&other).unwrap_or_default()
+            );
+        }
+    }
+}

@@ -1,0 +1,312 @@
+use crate::harness::*;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+use taskrouter_summarizer::config::Sla;
+use taskrouter_summarizer::event::Event;
+use taskrouter_summarizer::rules;
+use taskrouter_summarizer::signature;
+use taskrouter_summarizer::sim::{realistic_day, DayConfig};
+
+fn json_rows<K, R: serde::Serialize>(m: &BTreeMap<K, R>) -> Vec<Value> {
+    m.values()
+        .map(|r| serde_json::to_value(r).expect("row"))
+        .collect()
+}
+
+/// Asserts that every state table equals what the rules define for `events`.
+pub async fn assert_state_matches(db: &TestDb, events: &[Event]) {
+    let rows = rules::fold(events, &Sla::default(), &[]);
+    assert_table_matches(db, "tasks", "sid", json_rows(&rows.tasks)).await;
+    assert_table_matches(db, "reservations", "sid", json_rows(&rows.reservations)).await;
+    assert_table_matches(db, "workers", "worker_sid", json_rows(&rows.workers)).await;
+    assert_table_matches(db, "worker_channels", "worker_sid", json_rows(&rows.channels)).await;
+    assert_table_matches(db, "activities", "sid", json_rows(&rows.activities)).await;
+}
+
+/// The events stored in the database, rebuilt from `events.data`.
+pub async fn stored_events(db: &TestDb) -> Vec<Event> {
+    let c = db.client().await;
+    c.query("SELECT data FROM events", &[])
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|r| {
+            let v: Value = r.get(0);
+            let params: Vec<(String, String)> = v
+                .as_object()
+                .expect("object")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            Event::from_params(&params, 0)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realistic_day_shuffled_with_duplicates_and_gaps_ends_in_the_rules_rows() {
+    let db = TestDb::new().await;
+    let svc = Service::start(Options::new(&db.url)).await;
+    let day = realistic_day(&DayConfig::default());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+
+    // Drop every 6th task.created; duplicate about 10% of the rest; shuffle.
+    let mut dropped_created = HashSet::new();
+    let mut delivered = Vec::new();
+    let mut n_created = 0;
+    for cb in &day.callbacks {
+        let is_created = cb.iter().any(|(k, v)| k == "EventType" && v == "task.created");
+        if is_created {
+            n_created += 1;
+            if n_created % 6 == 0 {
+                let task = cb.iter().find(|(k, _)| k == "TaskSid").map(|(_, v)| v.clone());
+                dropped_created.extend(task);
+                continue;
+            }
+        }
+        delivered.push(cb.clone());
+    }
+    let distinct = delivered.clone();
+    let dups: Vec<_> = delivered
+        .iter()
+        .filter(|_| rng.gen_bool(0.1))
+        .cloned()
+        .collect();
+    delivered.extend(dups);
+    delivered.shuffle(&mut rng);
+    assert!(distinct.len() > 2000, "a realistic day has thousands of callbacks");
+
+    let statuses = post_all(&svc, &delivered, 32).await;
+    assert!(statuses.iter().all(|s| *s == 204), "all callbacks acknowledged");
+    svc.wait_drained(Duration::from_secs(120)).await;
+
+    assert_eq!(
+        db.count("SELECT count(*) FROM events").await,
+        distinct.len() as i64,
+        "one events row per distinct event"
+    );
+    let events: Vec<Event> = distinct.iter().map(|p| Event::from_params(p, 0)).collect();
+    assert_state_matches(&db, &events).await;
+
+    // Independently of the rules' code: the simulator's ground truth.
+    let c = db.client().await;
+    for t in &day.tasks {
+        let r = c
+            .query_one(
+                "SELECT task_assignment_status, answered_in, acw_start, total_time, reservation_count, \
+                 worker_sid, task_queue_name, task_channel_unique_name, direction, \
+                 extract(epoch from task_created)::float8 * 1000 FROM tasks WHERE sid = $1",
+                &[&t.sid],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("task {} missing: {e}", t.sid));
+        let status: Option<String> = r.get(0);
+        assert_eq!(status.as_deref(), Some(t.final_status.as_str()), "status of {}", t.sid);
+        assert_eq!(r.get::<_, Option<i32>>(1).map(i64::from), t.answered_in, "answered_in of {}", t.sid);
+        assert_eq!(r.get::<_, Option<i32>>(2).map(i64::from), t.acw_start, "acw_start of {}", t.sid);
+        assert_eq!(r.get::<_, Option<i32>>(3).map(i64::from), t.total_time, "total_time of {}", t.sid);
+        assert_eq!(r.get::<_, i32>(4) as usize, t.reservations_created, "reservations of {}", t.sid);
+        assert_eq!(r.get::<_, Option<String>>(5), t.accepted_worker_sid, "worker of {}", t.sid);
+        assert_eq!(r.get::<_, Option<String>>(7).as_deref(), Some(t.channel.as_str()));
+        assert_eq!(r.get::<_, String>(8), t.direction);
+        let created: Option<f64> = r.get(9);
+        assert_eq!(created.map(|c| (c / 1000.0) as i64), Some(t.created_ms / 1000), "created of {}", t.sid);
+        if !dropped_created.contains(&t.sid) {
+            assert_eq!(r.get::<_, Option<String>>(6).as_deref(), Some(t.queue_name.as_str()));
+        }
+    }
+    for w in &day.workers {
+        let r = c
+            .query_one(
+                "SELECT current_activity, current_activity_available, deleted FROM workers WHERE worker_sid = $1",
+                &[&w.sid],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("worker {} missing: {e}", w.sid));
+        assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some(w.final_activity_name.as_str()));
+        assert_eq!(r.get::<_, Option<bool>>(1), Some(w.final_available), "available of {}", w.sid);
+        assert_eq!(r.get::<_, bool>(2), w.deleted);
+        for ch in &w.channels {
+            let rows = c
+                .query(
+                    "SELECT configured_capacity, available FROM worker_channels \
+                     WHERE worker_sid = $1 AND task_channel_unique_name = $2",
+                    &[&w.sid, &ch.unique_name],
+                )
+                .await
+                .expect("channel");
+            // Only channels that had an event exist (the rest come from the REST sync).
+            if let Some(r) = rows.first() {
+                assert_eq!(r.get::<_, Option<i32>>(0).map(i64::from), Some(ch.capacity));
+                assert_eq!(r.get::<_, Option<bool>>(1), Some(ch.available));
+            }
+        }
+    }
+    // Abandons: short ones have no SLA verdict, long ones count against it.
+    let short = db
+        .count("SELECT count(*) FROM tasks WHERE task_assignment_status = 'canceled' AND total_time < 5 AND within_sla IS NULL")
+        .await;
+    let long = db
+        .count("SELECT count(*) FROM tasks WHERE task_assignment_status = 'canceled' AND total_time >= 5 AND within_sla = false")
+        .await;
+    let truth_short = day.tasks.iter().filter(|t| t.canceled_wait_s.is_some_and(|w| w < 5)).count() as i64;
+    let truth_long = day.tasks.iter().filter(|t| t.canceled_wait_s.is_some_and(|w| w >= 5)).count() as i64;
+    assert_eq!((short, long), (truth_short, truth_long));
+    assert!(short > 0 && long > 0);
+}
+
+fn sample(n: u32) -> Vec<(String, String)> {
+    [
+        ("EventType", "task.created".to_owned()),
+        ("Sid", format!("EV{n:032x}")),
+        ("AccountSid", "AC00000000000000000000000000000001".to_owned()),
+        ("TaskSid", format!("WT{n:032x}")),
+        ("TaskAssignmentStatus", "pending".to_owned()),
+        ("TaskAge", "0".to_owned()),
+        ("TimestampMs", "1767254400000".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signatures_and_bodies_are_refused_and_write_nothing() {
+    let db = TestDb::new().await;
+    let svc = Service::start(Options::new(&db.url)).await;
+    let p = sample(1);
+    let url = format!("{PUBLIC_URL}/ingress");
+    let good = signature::compute(AUTH_TOKEN, &url, &p);
+
+    let forged = signature::compute("not-the-token", &url, &p);
+    assert_eq!(svc.post_raw(encode(&p), Some(&forged)).await.unwrap(), 403);
+    assert_eq!(svc.post_raw(encode(&p), None).await.unwrap(), 403);
+    let wrong_url = signature::compute(AUTH_TOKEN, "https://elsewhere.test/ingress", &p);
+    assert_eq!(svc.post_raw(encode(&p), Some(&wrong_url)).await.unwrap(), 403);
+    let mut tampered = p.clone();
+    tampered[4].1 = "completed".into();
+    assert_eq!(svc.post_raw(encode(&tampered), Some(&good)).await.unwrap(), 403);
+    assert_eq!(svc.post_raw(encode(&p), Some("garbage")).await.unwrap(), 403);
+
+    // Malformed bodies: 400 with a reason, whether or not they are signed.
+    for body in ["A=%ff%fe", "=novalue", "EventType=x%00y"] {
+        let r = svc
+            .http
+            .post(svc.url("/ingress"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", &good)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    let no_type: Vec<(String, String)> = p.iter().filter(|(k, _)| k != "EventType").cloned().collect();
+    let r = svc
+        .http
+        .post(svc.url("/ingress"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature::compute(AUTH_TOKEN, &url, &no_type))
+        .body(encode(&no_type))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("EventType"));
+    let r = svc
+        .http
+        .post(svc.url("/ingress"))
+        .header("content-type", "application/json")
+        .header("x-twilio-signature", &good)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let big = format!("EventType=x&Big={}", "a".repeat(300_000));
+    assert_eq!(svc.post_raw(big, Some(&good)).await.unwrap(), 413);
+
+    // Nothing was queued or written.
+    assert_eq!(svc.readyz().await["queue"]["depth"], 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 0);
+
+    // The same callback, correctly signed, is accepted; so is Twilio's :443 variant,
+    // and an event type nobody knows, which is kept.
+    assert_eq!(svc.post_raw(encode(&p), Some(&good)).await.unwrap(), 204);
+    let p2 = sample(2);
+    let with_port = signature::compute(AUTH_TOKEN, "https://summarizer.test:443/ingress", &p2);
+    assert_eq!(svc.post_raw(encode(&p2), Some(&with_port)).await.unwrap(), 204);
+    let mut unknown = sample(3);
+    unknown[0].1 = "something.new".into();
+    assert_eq!(svc.post(&unknown).await.unwrap(), 204);
+    svc.wait_drained(Duration::from_secs(30)).await;
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 3);
+    assert_eq!(
+        db.count("SELECT count(*) FROM events WHERE event_type = 'something.new'").await,
+        1
+    );
+    let status = svc.http.get(svc.url("/nope")).send().await.unwrap().status();
+    assert_eq!(status.as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero_and_migrate_is_idempotent() {
+    let db = TestDb::new().await;
+    let mut svc = Service::start(Options::new(&db.url)).await;
+    let cbs: Vec<_> = (100..300).map(sample).collect();
+    let st = post_all(&svc, &cbs, 16).await;
+    assert!(st.iter().all(|s| *s == 204));
+    let status = svc.terminate();
+    assert!(status.success(), "exit status {status}: {}", svc.log());
+    // Migrating again changes nothing and succeeds.
+    let out = svc.command(&["migrate"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+    svc.spawn().await;
+    svc.wait_drained(Duration::from_secs(30)).await;
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 200);
+    assert_eq!(db.count("SELECT count(*) FROM tasks").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = \"nowhere\"\npublic_url = \"https://x.test\"\n[queue]\npath = \"/proc/nope/q\"\n[twilio]\nauth_token = \"s3cret-token\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "check-config"])
+        .env_remove("DATABASE_URL")
+        .env_remove("TWILIO_AUTH_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.listen"), "{err}");
+    assert!(err.contains("postgres.url: missing"), "{err}");
+    assert!(err.contains("queue.path"), "{err}");
+    assert!(!err.contains("s3cret-token"), "{err}");
+    // DATABASE_URL fills the missing key.
+    std::fs::write(
+        &cfg,
+        format!("[server]\nlisten = \"127.0.0.1:1\"\npublic_url = \"https://x.test\"\n[queue]\npath = \"{}\"\n[twilio]\nauth_token = \"s3cret-token\"\n", dir.path().join("q").display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "check-config"])
+        .env("DATABASE_URL", "postgres://u:hunter2@localhost/db")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains("hunter2"), "{all}");
+}

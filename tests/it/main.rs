@@ -1,0 +1,8 @@
+//! Integration tests: the real binary over real HTTP against a real Postgres (a fresh
+//! database per test). One test binary, modules per concern.
+
+mod crash;
+mod harness;
+mod ingest;
+mod outage;
+mod poison;

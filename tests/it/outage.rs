@@ -1,0 +1,166 @@
+use crate::harness::*;
+use crate::ingest::{assert_state_matches, stored_events};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use taskrouter_summarizer::sim::{realistic_day, DayConfig};
+
+/// A private Postgres cluster that the test may stop and start.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+fn pg_bin() -> PathBuf {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if p.join("pg_ctl").exists() {
+            return p;
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("Postgres server binaries under /usr/lib/postgresql")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    found.sort();
+    found.pop().expect("pg_ctl")
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl PrivatePg {
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            // Postgres refuses to run as root.
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd.args(args).output().expect(tool);
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start_new() -> PrivatePg {
+        let dir = tempfile::tempdir().expect("tempdir");
+        if is_root() {
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(st.success());
+        }
+        let pg = PrivatePg {
+            dir,
+            port: free_port(),
+            bin: pg_bin(),
+        };
+        let data = pg.data();
+        pg.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]);
+        pg.start();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn start(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("pg.log").display().to_string();
+        self.run("pg_ctl", &["-D", &self.data(), "-o", &opts, "-l", &log, "-w", "start"]);
+    }
+
+    fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let exe = self.bin.join("pg_ctl");
+        let data = self.data();
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let _ = cmd.args(["-D", &data, "-m", "immediate", "stop"]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_mid_burst_loses_nothing_and_drains_when_back() {
+    let pg = PrivatePg::start_new();
+    let db = TestDb::on(&pg.admin_url()).await;
+    let svc = Service::start(Options::new(&db.url)).await;
+    let day = realistic_day(&DayConfig {
+        seed: 3,
+        tasks: 120,
+        ..DayConfig::default()
+    });
+    let half = day.callbacks.len() / 2;
+
+    // First half while Postgres is up, stop it mid-burst, the rest while it is down.
+    let first = post_all(&svc, &day.callbacks[..half / 2], 32);
+    let (st1, _) = tokio::join!(first, async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    let stopper = std::thread::spawn({
+        let bin = pg.bin.clone();
+        let data = pg.data();
+        move || {
+            std::thread::sleep(Duration::from_millis(150));
+            (bin, data)
+        }
+    });
+    let burst = post_all(&svc, &day.callbacks[half / 2..half], 32);
+    let stop = async {
+        let _ = stopper.join();
+        pg.stop();
+    };
+    let (st2, _) = tokio::join!(burst, stop);
+    let st3 = post_all(&svc, &day.callbacks[half..], 32).await;
+    assert!(
+        st1.iter().chain(&st2).chain(&st3).all(|s| *s == 204),
+        "ingress keeps acknowledging while Postgres is down"
+    );
+    let r = svc.readyz().await;
+    assert_eq!(r["ready"], false, "{r}");
+    assert!(r["queue"]["depth"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert_eq!(r["queue"]["dead_letters"], 0, "an outage dead-letters nothing: {r}");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.start();
+    svc.wait_drained(Duration::from_secs(120)).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM events").await,
+        day.callbacks.len() as i64
+    );
+    assert_eq!(svc.readyz().await["queue"]["dead_letters"], 0);
+    assert_state_matches(&db, &stored_events(&db).await).await;
+    drop(svc);
+}
