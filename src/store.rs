@@ -30,7 +30,7 @@ mod embedded {
 pub enum StoreError {
     #[error("cannot get a Postgres connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("Postgres: {0}")]
+    #[error("Postgres: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("invalid Postgres configuration: {0}")]
     Config(String),
@@ -38,6 +38,28 @@ pub enum StoreError {
     Migrate(String),
     #[error("cannot encode a row: {0}")]
     Encode(#[from] serde_json::Error),
+}
+
+/// tokio-postgres' Display says only "db error"; operators need the server's message.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} ({})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(": {d}"));
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(&format!(": {inner}"));
+                src = inner.source();
+            }
+            s
+        }
+    }
 }
 
 impl StoreError {

@@ -73,7 +73,10 @@ async fn kill_9_during_bursts_loses_and_duplicates_no_acknowledged_callback() {
     let c = db.client().await;
     let acked_list: Vec<String> = acked.iter().cloned().collect();
     let found: i64 = c
-        .query_one("SELECT count(*) FROM events WHERE sid = ANY($1)", &[&acked_list])
+        .query_one(
+            "SELECT count(*) FROM events WHERE sid = ANY($1)",
+            &[&acked_list],
+        )
         .await
         .unwrap()
         .get(0);
@@ -81,8 +84,15 @@ async fn kill_9_during_bursts_loses_and_duplicates_no_acknowledged_callback() {
         "kill -9 cycles: {n}; acknowledged callbacks checked: {}; unacknowledged (cut off by the kill): {refused}",
         acked.len()
     );
-    assert!(!acked.is_empty() && refused > 0, "the kills must land mid-burst");
-    assert_eq!(found as usize, acked.len(), "every acknowledged callback is stored");
+    assert!(
+        !acked.is_empty() && refused > 0,
+        "the kills must land mid-burst"
+    );
+    assert_eq!(
+        found as usize,
+        acked.len(),
+        "every acknowledged callback is stored"
+    );
     // Nothing applied twice: the state tables are exactly the rules applied to the
     // stored events (each once).
     assert_state_matches(&db, &stored_events(&db).await).await;

@@ -45,11 +45,7 @@ impl TestDb {
     }
 
     pub async fn on(admin: &str) -> TestDb {
-        let name = format!(
-            "trs_test_{}_{}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
+        let name = format!("trs_test_{}_{}", std::process::id(), rand::random::<u32>());
         let c = connect(admin).await;
         c.batch_execute(&format!("CREATE DATABASE {name}"))
             .await
@@ -228,7 +224,11 @@ auth_token = "{AUTH_TOKEN}"
                     panic!("serve exited early ({st}): {}", self.log());
                 }
             }
-            assert!(Instant::now() < deadline, "serve did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "serve did not start: {}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -331,7 +331,11 @@ pub fn sid_of(params: &[(String, String)]) -> String {
 }
 
 /// Posts all callbacks with `concurrency` clients; returns the statuses in input order.
-pub async fn post_all(svc: &Service, cbs: &[Vec<(String, String)>], concurrency: usize) -> Vec<u16> {
+pub async fn post_all(
+    svc: &Service,
+    cbs: &[Vec<(String, String)>],
+    concurrency: usize,
+) -> Vec<u16> {
     use futures_util::StreamExt;
     futures_util::stream::iter(cbs.iter().map(|cb| async move {
         let mut tries = 0;

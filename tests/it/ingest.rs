@@ -22,7 +22,13 @@ pub async fn assert_state_matches(db: &TestDb, events: &[Event]) {
     assert_table_matches(db, "tasks", "sid", json_rows(&rows.tasks)).await;
     assert_table_matches(db, "reservations", "sid", json_rows(&rows.reservations)).await;
     assert_table_matches(db, "workers", "worker_sid", json_rows(&rows.workers)).await;
-    assert_table_matches(db, "worker_channels", "worker_sid", json_rows(&rows.channels)).await;
+    assert_table_matches(
+        db,
+        "worker_channels",
+        "worker_sid",
+        json_rows(&rows.channels),
+    )
+    .await;
     assert_table_matches(db, "activities", "sid", json_rows(&rows.activities)).await;
 }
 
@@ -58,11 +64,16 @@ async fn realistic_day_shuffled_with_duplicates_and_gaps_ends_in_the_rules_rows(
     let mut delivered = Vec::new();
     let mut n_created = 0;
     for cb in &day.callbacks {
-        let is_created = cb.iter().any(|(k, v)| k == "EventType" && v == "task.created");
+        let is_created = cb
+            .iter()
+            .any(|(k, v)| k == "EventType" && v == "task.created");
         if is_created {
             n_created += 1;
             if n_created % 6 == 0 {
-                let task = cb.iter().find(|(k, _)| k == "TaskSid").map(|(_, v)| v.clone());
+                let task = cb
+                    .iter()
+                    .find(|(k, _)| k == "TaskSid")
+                    .map(|(_, v)| v.clone());
                 dropped_created.extend(task);
                 continue;
             }
@@ -77,10 +88,16 @@ async fn realistic_day_shuffled_with_duplicates_and_gaps_ends_in_the_rules_rows(
         .collect();
     delivered.extend(dups);
     delivered.shuffle(&mut rng);
-    assert!(distinct.len() > 2000, "a realistic day has thousands of callbacks");
+    assert!(
+        distinct.len() > 2000,
+        "a realistic day has thousands of callbacks"
+    );
 
     let statuses = post_all(&svc, &delivered, 32).await;
-    assert!(statuses.iter().all(|s| *s == 204), "all callbacks acknowledged");
+    assert!(
+        statuses.iter().all(|s| *s == 204),
+        "all callbacks acknowledged"
+    );
     svc.wait_drained(Duration::from_secs(120)).await;
 
     assert_eq!(
@@ -104,18 +121,59 @@ async fn realistic_day_shuffled_with_duplicates_and_gaps_ends_in_the_rules_rows(
             .await
             .unwrap_or_else(|e| panic!("task {} missing: {e}", t.sid));
         let status: Option<String> = r.get(0);
-        assert_eq!(status.as_deref(), Some(t.final_status.as_str()), "status of {}", t.sid);
-        assert_eq!(r.get::<_, Option<i32>>(1).map(i64::from), t.answered_in, "answered_in of {}", t.sid);
-        assert_eq!(r.get::<_, Option<i32>>(2).map(i64::from), t.acw_start, "acw_start of {}", t.sid);
-        assert_eq!(r.get::<_, Option<i32>>(3).map(i64::from), t.total_time, "total_time of {}", t.sid);
-        assert_eq!(r.get::<_, i32>(4) as usize, t.reservations_created, "reservations of {}", t.sid);
-        assert_eq!(r.get::<_, Option<String>>(5), t.accepted_worker_sid, "worker of {}", t.sid);
-        assert_eq!(r.get::<_, Option<String>>(7).as_deref(), Some(t.channel.as_str()));
+        assert_eq!(
+            status.as_deref(),
+            Some(t.final_status.as_str()),
+            "status of {}",
+            t.sid
+        );
+        assert_eq!(
+            r.get::<_, Option<i32>>(1).map(i64::from),
+            t.answered_in,
+            "answered_in of {}",
+            t.sid
+        );
+        assert_eq!(
+            r.get::<_, Option<i32>>(2).map(i64::from),
+            t.acw_start,
+            "acw_start of {}",
+            t.sid
+        );
+        assert_eq!(
+            r.get::<_, Option<i32>>(3).map(i64::from),
+            t.total_time,
+            "total_time of {}",
+            t.sid
+        );
+        assert_eq!(
+            r.get::<_, i32>(4) as usize,
+            t.reservations_created,
+            "reservations of {}",
+            t.sid
+        );
+        assert_eq!(
+            r.get::<_, Option<String>>(5),
+            t.accepted_worker_sid,
+            "worker of {}",
+            t.sid
+        );
+        assert_eq!(
+            r.get::<_, Option<String>>(7).as_deref(),
+            Some(t.channel.as_str())
+        );
         assert_eq!(r.get::<_, String>(8), t.direction);
         let created: Option<f64> = r.get(9);
-        assert_eq!(created.map(|c| (c / 1000.0) as i64), Some(t.created_ms / 1000), "created of {}", t.sid);
+        assert_eq!(
+            created.map(|c| (c / 1000.0) as i64),
+            Some(t.created_ms / 1000),
+            "created of {}",
+            t.sid
+        );
         if !dropped_created.contains(&t.sid) {
-            assert_eq!(r.get::<_, Option<String>>(6).as_deref(), Some(t.queue_name.as_str()));
+            assert_eq!(
+                r.get::<_, Option<String>>(6).as_deref(),
+                Some(t.queue_name.as_str())
+            );
         }
     }
     for w in &day.workers {
@@ -126,8 +184,16 @@ async fn realistic_day_shuffled_with_duplicates_and_gaps_ends_in_the_rules_rows(
             )
             .await
             .unwrap_or_else(|e| panic!("worker {} missing: {e}", w.sid));
-        assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some(w.final_activity_name.as_str()));
-        assert_eq!(r.get::<_, Option<bool>>(1), Some(w.final_available), "available of {}", w.sid);
+        assert_eq!(
+            r.get::<_, Option<String>>(0).as_deref(),
+            Some(w.final_activity_name.as_str())
+        );
+        assert_eq!(
+            r.get::<_, Option<bool>>(1),
+            Some(w.final_available),
+            "available of {}",
+            w.sid
+        );
         assert_eq!(r.get::<_, bool>(2), w.deleted);
         for ch in &w.channels {
             let rows = c
@@ -152,8 +218,16 @@ async fn realistic_day_shuffled_with_duplicates_and_gaps_ends_in_the_rules_rows(
     let long = db
         .count("SELECT count(*) FROM tasks WHERE task_assignment_status = 'canceled' AND total_time >= 5 AND within_sla = false")
         .await;
-    let truth_short = day.tasks.iter().filter(|t| t.canceled_wait_s.is_some_and(|w| w < 5)).count() as i64;
-    let truth_long = day.tasks.iter().filter(|t| t.canceled_wait_s.is_some_and(|w| w >= 5)).count() as i64;
+    let truth_short = day
+        .tasks
+        .iter()
+        .filter(|t| t.canceled_wait_s.is_some_and(|w| w < 5))
+        .count() as i64;
+    let truth_long = day
+        .tasks
+        .iter()
+        .filter(|t| t.canceled_wait_s.is_some_and(|w| w >= 5))
+        .count() as i64;
     assert_eq!((short, long), (truth_short, truth_long));
     assert!(short > 0 && long > 0);
 }
@@ -162,7 +236,10 @@ fn sample(n: u32) -> Vec<(String, String)> {
     [
         ("EventType", "task.created".to_owned()),
         ("Sid", format!("EV{n:032x}")),
-        ("AccountSid", "AC00000000000000000000000000000001".to_owned()),
+        (
+            "AccountSid",
+            "AC00000000000000000000000000000001".to_owned(),
+        ),
         ("TaskSid", format!("WT{n:032x}")),
         ("TaskAssignmentStatus", "pending".to_owned()),
         ("TaskAge", "0".to_owned()),
@@ -185,11 +262,20 @@ async fn bad_signatures_and_bodies_are_refused_and_write_nothing() {
     assert_eq!(svc.post_raw(encode(&p), Some(&forged)).await.unwrap(), 403);
     assert_eq!(svc.post_raw(encode(&p), None).await.unwrap(), 403);
     let wrong_url = signature::compute(AUTH_TOKEN, "https://elsewhere.test/ingress", &p);
-    assert_eq!(svc.post_raw(encode(&p), Some(&wrong_url)).await.unwrap(), 403);
+    assert_eq!(
+        svc.post_raw(encode(&p), Some(&wrong_url)).await.unwrap(),
+        403
+    );
     let mut tampered = p.clone();
     tampered[4].1 = "completed".into();
-    assert_eq!(svc.post_raw(encode(&tampered), Some(&good)).await.unwrap(), 403);
-    assert_eq!(svc.post_raw(encode(&p), Some("garbage")).await.unwrap(), 403);
+    assert_eq!(
+        svc.post_raw(encode(&tampered), Some(&good)).await.unwrap(),
+        403
+    );
+    assert_eq!(
+        svc.post_raw(encode(&p), Some("garbage")).await.unwrap(),
+        403
+    );
 
     // Malformed bodies: 400 with a reason, whether or not they are signed.
     for body in ["A=%ff%fe", "=novalue", "EventType=x%00y"] {
@@ -206,12 +292,19 @@ async fn bad_signatures_and_bodies_are_refused_and_write_nothing() {
         let v: Value = r.json().await.unwrap();
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
-    let no_type: Vec<(String, String)> = p.iter().filter(|(k, _)| k != "EventType").cloned().collect();
+    let no_type: Vec<(String, String)> = p
+        .iter()
+        .filter(|(k, _)| k != "EventType")
+        .cloned()
+        .collect();
     let r = svc
         .http
         .post(svc.url("/ingress"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", signature::compute(AUTH_TOKEN, &url, &no_type))
+        .header(
+            "x-twilio-signature",
+            signature::compute(AUTH_TOKEN, &url, &no_type),
+        )
         .body(encode(&no_type))
         .send()
         .await
@@ -241,17 +334,27 @@ async fn bad_signatures_and_bodies_are_refused_and_write_nothing() {
     assert_eq!(svc.post_raw(encode(&p), Some(&good)).await.unwrap(), 204);
     let p2 = sample(2);
     let with_port = signature::compute(AUTH_TOKEN, "https://summarizer.test:443/ingress", &p2);
-    assert_eq!(svc.post_raw(encode(&p2), Some(&with_port)).await.unwrap(), 204);
+    assert_eq!(
+        svc.post_raw(encode(&p2), Some(&with_port)).await.unwrap(),
+        204
+    );
     let mut unknown = sample(3);
     unknown[0].1 = "something.new".into();
     assert_eq!(svc.post(&unknown).await.unwrap(), 204);
     svc.wait_drained(Duration::from_secs(30)).await;
     assert_eq!(db.count("SELECT count(*) FROM events").await, 3);
     assert_eq!(
-        db.count("SELECT count(*) FROM events WHERE event_type = 'something.new'").await,
+        db.count("SELECT count(*) FROM events WHERE event_type = 'something.new'")
+            .await,
         1
     );
-    let status = svc.http.get(svc.url("/nope")).send().await.unwrap().status();
+    let status = svc
+        .http
+        .get(svc.url("/nope"))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status.as_u16(), 404);
 }
 
@@ -306,7 +409,15 @@ async fn check_config_names_what_is_wrong() {
         .env("DATABASE_URL", "postgres://u:hunter2@localhost/db")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!all.contains("hunter2"), "{all}");
 }

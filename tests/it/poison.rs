@@ -51,7 +51,10 @@ async fn a_poison_event_is_retried_then_dead_lettered_without_blocking_others() 
     assert!(svc.terminate().success());
     let out = svc.command(&["queue", "dead-letters"]).output().unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains("poisoned event") && listing.contains("WTpoison"), "{listing}");
+    assert!(
+        listing.contains("poisoned event") && listing.contains("WTpoison"),
+        "{listing}"
+    );
     assert!(listing.contains("\"attempts\":3"), "{listing}");
     db.client()
         .await
@@ -63,6 +66,10 @@ async fn a_poison_event_is_retried_then_dead_lettered_without_blocking_others() 
     svc.spawn().await;
     svc.wait_drained(Duration::from_secs(30)).await;
     assert_eq!(db.count("SELECT count(*) FROM events").await, 101);
-    assert_eq!(db.count("SELECT count(*) FROM tasks WHERE sid = 'WTpoison'").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM tasks WHERE sid = 'WTpoison'")
+            .await,
+        1
+    );
     assert_eq!(svc.readyz().await["queue"]["dead_letters"], 0);
 }
