@@ -28,7 +28,7 @@ mod embedded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot get a Postgres connection: {0}")]
+    #[error("cannot get a Postgres connection: {}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("Postgres: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
@@ -59,6 +59,13 @@ fn describe(e: &tokio_postgres::Error) -> String {
             }
             s
         }
+    }
+}
+
+fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(b) => describe(b),
+        other => other.to_string(),
     }
 }
 

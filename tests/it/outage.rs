@@ -122,7 +122,7 @@ impl Drop for PrivatePg {
 async fn postgres_down_mid_burst_loses_nothing_and_drains_when_back() {
     let pg = PrivatePg::start_new();
     let db = TestDb::on(&pg.admin_url()).await;
-    let svc = Service::start(Options::new(&db.url)).await;
+    let mut svc = Service::start(Options::new(&db.url)).await;
     let day = realistic_day(&DayConfig {
         seed: 3,
         tasks: 120,
@@ -159,5 +159,22 @@ async fn postgres_down_mid_burst_loses_nothing_and_drains_when_back() {
     );
     assert_eq!(svc.readyz().await["queue"]["dead_letters"], 0);
     assert_state_matches(&db, &stored_events(&db).await).await;
-    drop(svc);
+
+    // `serve` also starts while Postgres is down, and ingests meanwhile.
+    assert!(svc.terminate().success());
+    pg.stop();
+    svc.spawn().await;
+    let more = realistic_day(&DayConfig {
+        seed: 4,
+        tasks: 20,
+        ..DayConfig::default()
+    });
+    let st = post_all(&svc, &more.callbacks, 16).await;
+    assert!(st.iter().all(|s| *s == 204));
+    pg.start();
+    svc.wait_drained(Duration::from_secs(120)).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM events").await,
+        (day.callbacks.len() + more.callbacks.len()) as i64
+    );
 }
