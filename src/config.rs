@@ -134,6 +134,9 @@ impl Default for Postgres {
 pub struct Twilio {
     pub account_sid: String,
     pub auth_token: Secret,
+    /// An API key (SK…) and secret for REST calls; preferred over the auth token.
+    pub api_key_sid: String,
+    pub api_key_secret: Secret,
     pub workspace_sid: String,
     pub sync_service_sid: String,
     pub taskrouter_url: Option<String>,
@@ -141,11 +144,26 @@ pub struct Twilio {
     pub conversations_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskRouter {
     /// Activity names that count as available; when empty, TaskRouter's own flag is used.
     pub available_activities: Vec<String>,
+    /// Read activities, workers and unknown worker channels from the REST API this often
+    /// (and at start). 0 disables the REST sync.
+    pub sync_interval_secs: u64,
+    /// Reconcile locally open tasks against TaskRouter's list (cron with seconds; "" disables).
+    pub reconcile_schedule: String,
+}
+
+impl Default for TaskRouter {
+    fn default() -> Self {
+        TaskRouter {
+            available_activities: Vec::new(),
+            sync_interval_secs: 300,
+            reconcile_schedule: "0 * * * * *".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -186,13 +204,17 @@ impl Sla {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Publish {
+    /// Cron with seconds: when summaries are computed and changed objects written.
     pub schedule: String,
+    /// TTL of the Sync objects in seconds, renewed on every write; 0 = never expire.
+    pub ttl_seconds: u64,
 }
 
 impl Default for Publish {
     fn default() -> Self {
         Publish {
             schedule: "* * * * * *".into(),
+            ttl_seconds: 0,
         }
     }
 }
@@ -386,11 +408,20 @@ impl Config {
                 self.sla.timezone
             ));
         }
-        if self.publish.schedule.split_whitespace().count() < 6 {
-            p.push(format!(
-                "publish.schedule: `{}` must be a cron expression with seconds (6 or 7 fields)",
-                self.publish.schedule
-            ));
+        check_cron(&mut p, "publish.schedule", &self.publish.schedule);
+        if !self.taskrouter.reconcile_schedule.is_empty() {
+            check_cron(
+                &mut p,
+                "taskrouter.reconcile_schedule",
+                &self.taskrouter.reconcile_schedule,
+            );
+        }
+        if self.publish.ttl_seconds > 31_536_000 {
+            p.push("publish.ttl_seconds: Sync allows at most 31536000 (one year)".into());
+        }
+        check_sid(&mut p, "twilio.api_key_sid", &self.twilio.api_key_sid, "SK");
+        if !self.twilio.api_key_sid.is_empty() && self.twilio.api_key_secret.is_empty() {
+            p.push("twilio.api_key_secret: missing (required with twilio.api_key_sid)".into());
         }
         if self.log.format != "text" && self.log.format != "json" {
             p.push(format!(
@@ -416,6 +447,16 @@ impl Config {
     /// The Postgres URL with any password removed, for messages.
     pub fn postgres_url_redacted(&self) -> String {
         redact_url(self.postgres.url.expose())
+    }
+}
+
+fn check_cron(p: &mut Vec<String>, key: &str, v: &str) {
+    if v.split_whitespace().count() < 6 {
+        p.push(format!(
+            "{key}: `{v}` must be a cron expression with seconds (6 or 7 fields)"
+        ));
+    } else if let Err(e) = v.parse::<cron::Schedule>() {
+        p.push(format!("{key}: `{v}` is not a valid cron expression ({e})"));
     }
 }
 

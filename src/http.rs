@@ -35,6 +35,7 @@ pub struct AppState {
     pub public_url: String,
     pub max_body_bytes: usize,
     pub read_timeout: Duration,
+    pub sla: crate::config::Sla,
 }
 
 impl AppState {
@@ -48,6 +49,7 @@ impl AppState {
             public_url: cfg.server.public_url.trim_end_matches('/').to_owned(),
             max_body_bytes: cfg.server.max_body_bytes,
             read_timeout: Duration::from_secs(cfg.server.read_timeout_secs),
+            sla: cfg.sla.clone(),
         }
     }
 }
@@ -135,6 +137,12 @@ async fn route(st: &AppState, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, "/ingress") => ingress(st, req).await,
         (&Method::GET, "/healthz") => respond(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/readyz") => readyz(st).await,
+        (&Method::GET, "/api/summary") => {
+            match crate::summary::compute(st.store.pool(), &st.sla, chrono::Utc::now()).await {
+                Ok(s) => respond(StatusCode::OK, serde_json::to_value(&s).unwrap_or_default()),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            }
+        }
         (&Method::GET, "/metrics") => {
             let mut r = Response::new(Full::new(Bytes::from(
                 st.metrics.render(&st.queue.status()),

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub dispatcher_heartbeat_ms: AtomicI64,
     /// 1 while the last Postgres apply succeeded, 0 while it is failing.
     pub postgres_up: AtomicU64,
+    pub sync_writes: AtomicU64,
+    pub sync_errors: AtomicU64,
+    /// 1 while this instance holds the publisher lock.
+    pub publisher_leader: AtomicU64,
 }
 
 impl Metrics {

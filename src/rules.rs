@@ -792,6 +792,46 @@ pub fn derive_activity(sid: &str, s: &ActivityState) -> ActivityRow {
 // Folding a set of events (used by tests, and as the reference for the store)
 // ---------------------------------------------------------------------------------
 
+/// States contributed by a set of events (or by a REST read), per entity, not yet merged
+/// with what is stored.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Deltas {
+    pub tasks: BTreeMap<String, TaskState>,
+    pub reservations: BTreeMap<String, ReservationState>,
+    pub workers: BTreeMap<String, WorkerState>,
+    pub channels: BTreeMap<ChannelKey, ChannelState>,
+    pub activities: BTreeMap<String, ActivityState>,
+}
+
+impl Deltas {
+    /// Adds what one event contributes to each entity it names.
+    pub fn add(&mut self, e: &Event) {
+        if let Some((k, d)) = task_delta(e) {
+            self.tasks.entry(k).or_default().merge(d);
+        }
+        if let Some((k, d)) = reservation_delta(e) {
+            self.reservations.entry(k).or_default().merge(d);
+        }
+        if let Some((k, d)) = worker_delta(e) {
+            self.workers.entry(k).or_default().merge(d);
+        }
+        if let Some((k, d)) = channel_delta(e) {
+            self.channels.entry(k).or_default().merge(d);
+        }
+        if let Some((k, d)) = activity_delta(e) {
+            self.activities.entry(k).or_default().merge(d);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+            && self.reservations.is_empty()
+            && self.workers.is_empty()
+            && self.channels.is_empty()
+            && self.activities.is_empty()
+    }
+}
+
 /// Every row the rules define for a set of events, keyed by entity. The store reaches
 /// the same rows incrementally; this folds everything at once.
 #[derive(Debug, Default, PartialEq)]
@@ -809,42 +849,28 @@ pub fn fold<'a>(
     sla: &Sla,
     available_override: &[String],
 ) -> Rows {
-    let mut tasks: BTreeMap<String, TaskState> = BTreeMap::new();
-    let mut resv: BTreeMap<String, ReservationState> = BTreeMap::new();
-    let mut workers: BTreeMap<String, WorkerState> = BTreeMap::new();
-    let mut channels: BTreeMap<ChannelKey, ChannelState> = BTreeMap::new();
-    let mut activities: BTreeMap<String, ActivityState> = BTreeMap::new();
+    let mut d = Deltas::default();
     for e in events {
-        if let Some((k, d)) = task_delta(e) {
-            tasks.entry(k).or_default().merge(d);
-        }
-        if let Some((k, d)) = reservation_delta(e) {
-            resv.entry(k).or_default().merge(d);
-        }
-        if let Some((k, d)) = worker_delta(e) {
-            workers.entry(k).or_default().merge(d);
-        }
-        if let Some((k, d)) = channel_delta(e) {
-            channels.entry(k).or_default().merge(d);
-        }
-        if let Some((k, d)) = activity_delta(e) {
-            activities.entry(k).or_default().merge(d);
-        }
+        d.add(e);
     }
-    let activity_rows: BTreeMap<String, ActivityRow> = activities
+    let activity_rows: BTreeMap<String, ActivityRow> = d
+        .activities
         .iter()
         .map(|(k, s)| (k.clone(), derive_activity(k, s)))
         .collect();
     Rows {
-        tasks: tasks
+        tasks: d
+            .tasks
             .iter()
             .map(|(k, s)| (k.clone(), derive_task(k, s, sla)))
             .collect(),
-        reservations: resv
+        reservations: d
+            .reservations
             .iter()
             .map(|(k, s)| (k.clone(), derive_reservation(k, s)))
             .collect(),
-        workers: workers
+        workers: d
+            .workers
             .iter()
             .map(|(k, s)| {
                 let act = s.activity.as_ref().map(|r| &r.1);
@@ -857,12 +883,19 @@ pub fn fold<'a>(
                 (k.clone(), derive_worker(k, s, available))
             })
             .collect(),
-        channels: channels
+        channels: d
+            .channels
             .iter()
             .map(|(k, s)| (k.clone(), derive_channel(k, s)))
             .collect(),
         activities: activity_rows,
     }
+}
+
+/// The clock of a fact read from TaskRouter's REST API at `now_ms`: it is as new as the
+/// read, so events that happened after the read win, and events before it lose.
+pub fn rest_clock(now_ms: i64, rank: u8) -> Clock {
+    Clock(now_ms, rank, "rest".to_owned())
 }
 
 #[cfg(test)]

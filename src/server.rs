@@ -11,7 +11,10 @@ use crate::dispatch;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
+use crate::publish::Publisher;
 use crate::store::{self, Store};
+use crate::taskrouter::{self, RestSync};
+use crate::twilio::TwilioClient;
 use anyhow::Context;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -69,6 +72,24 @@ pub async fn run(
         pipeline_stop.clone(),
     ));
     let watchdog = tokio::spawn(watchdog(metrics.clone()));
+    let mut background = Vec::new();
+    let twilio = TwilioClient::new(&cfg)?;
+    if !cfg.twilio.sync_service_sid.is_empty() {
+        let p = Publisher::new(&cfg, twilio.clone(), store.pool().clone(), metrics.clone())?;
+        background.push(tokio::spawn(p.run(pipeline_stop.clone())));
+    } else {
+        tracing::info!("twilio.sync_service_sid is empty: not publishing to Sync");
+    }
+    if !cfg.twilio.workspace_sid.is_empty() {
+        let sync = RestSync::new(&cfg, twilio, store.clone());
+        background.push(tokio::spawn(taskrouter::run(
+            sync,
+            cfg.clone(),
+            pipeline_stop.clone(),
+        )));
+    } else {
+        tracing::info!("twilio.workspace_sid is empty: no TaskRouter REST sync");
+    }
     let state = Arc::new(AppState::new(&cfg, queue.clone(), store, metrics));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
@@ -92,6 +113,9 @@ pub async fn run(
         tracing::warn!("workers did not stop within 30 s; unapplied events stay queued");
     }
     watchdog.abort();
+    for b in background {
+        let _ = b.await;
+    }
     queue.flush().context("final queue flush")?;
     let status = queue.status();
     tracing::info!(backlog = status.depth, "stopped");

@@ -17,7 +17,7 @@ use crate::rules::{self, ChannelKey};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
@@ -364,34 +364,53 @@ impl Store {
     }
 
     /// Step 3: merge new events into the state tables.
-    async fn apply_state<C: GenericClient>(
-        &self,
-        tx: &C,
-        events: &[&Event],
-    ) -> Result<(), StoreError> {
-        // Group deltas per entity.
-        let mut task_d: BTreeMap<String, rules::TaskState> = BTreeMap::new();
-        let mut resv_d: BTreeMap<String, rules::ReservationState> = BTreeMap::new();
-        let mut worker_d: BTreeMap<String, rules::WorkerState> = BTreeMap::new();
-        let mut chan_d: BTreeMap<ChannelKey, rules::ChannelState> = BTreeMap::new();
-        let mut act_d: BTreeMap<String, rules::ActivityState> = BTreeMap::new();
+    async fn apply_state<C: GenericClient>(&self, tx: &C, events: &[&Event]) -> Result<(), StoreError> {
+        let mut d = rules::Deltas::default();
         for e in events {
-            if let Some((k, d)) = rules::task_delta(e) {
-                task_d.entry(k).or_default().merge(d);
-            }
-            if let Some((k, d)) = rules::reservation_delta(e) {
-                resv_d.entry(k).or_default().merge(d);
-            }
-            if let Some((k, d)) = rules::worker_delta(e) {
-                worker_d.entry(k).or_default().merge(d);
-            }
-            if let Some((k, d)) = rules::channel_delta(e) {
-                chan_d.entry(k).or_default().merge(d);
-            }
-            if let Some((k, d)) = rules::activity_delta(e) {
-                act_d.entry(k).or_default().merge(d);
+            d.add(e);
+        }
+        self.merge(tx, d).await
+    }
+
+    /// Merges states read from TaskRouter's REST API (see [`rules::rest_clock`]) in one
+    /// transaction, under the same per-entity locks as events.
+    pub async fn merge_rest(&self, d: rules::Deltas) -> Result<(), StoreError> {
+        if d.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut locks = BTreeSet::new();
+        locks.extend(d.tasks.keys().map(|k| lock_key("task", k)));
+        locks.extend(d.workers.keys().map(|k| lock_key("worker", k)));
+        locks.extend(d.channels.keys().map(|k| lock_key("worker", &k.0)));
+        locks.extend(d.activities.keys().map(|k| lock_key("activity", k)));
+        for w in d.workers.values() {
+            if let Some(a) = &w.activity {
+                locks.insert(lock_key("activity", &a.1.sid));
             }
         }
+        let locks: Vec<i64> = locks.into_iter().collect();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest($1::int8[]) AS k ORDER BY 1) s",
+            )
+            .await?;
+        tx.query_one(&stmt, &[&locks]).await?;
+        self.merge(&tx, d).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Merges deltas into the stored states and upserts the derived rows.
+    async fn merge<C: GenericClient>(&self, tx: &C, d: rules::Deltas) -> Result<(), StoreError> {
+        let rules::Deltas {
+            tasks: task_d,
+            reservations: resv_d,
+            workers: worker_d,
+            channels: chan_d,
+            activities: act_d,
+        } = d;
 
         // Activities first: workers derive their availability from them.
         let mut act_changed: Vec<rules::ActivityRow> = Vec::new();

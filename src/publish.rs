@@ -1,0 +1,248 @@
+//! The Sync publisher: on the `publish.schedule` cron, computes the summaries and writes
+//! the objects that changed to Twilio Sync.
+//!
+//! Write discipline (Sync allows 20 writes/s per object, a map counting as one object):
+//! - only changed objects are written, each at most once a second, and at most
+//!   [`WRITES_PER_CONTAINER_PER_TICK`] writes per document or map per tick (the rest
+//!   wait for the next tick);
+//! - a missing document, map or item is created; a create that meets an existing one
+//!   becomes an update;
+//! - with `publish.ttl_seconds`, every write renews the TTL, and unchanged objects are
+//!   rewritten when half the TTL has passed so they never expire while we run;
+//! - data over 16 KiB is refused with an error instead of being sent.
+//!
+//! Several instances may share one database: exactly one publishes, the holder of a
+//! Postgres session advisory lock; when it dies its session ends and another instance
+//! takes the lock within [`LEADER_RETRY`].
+
+use crate::config::{Config, Secret, Sla};
+use crate::metrics::Metrics;
+use crate::summary::{self, SyncObject};
+use crate::twilio::{segment, TwilioClient, TwilioError};
+use deadpool_postgres::Pool;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Sync's size limit for a document or item.
+pub const MAX_DATA_BYTES: usize = 16 * 1024;
+/// Writes per document or map per tick; ticks are at least a second apart.
+pub const WRITES_PER_CONTAINER_PER_TICK: usize = 10;
+/// How often a follower tries to become the publisher.
+pub const LEADER_RETRY: Duration = Duration::from_secs(2);
+/// The advisory lock key that elects the publisher ("trs-publ").
+const LEADER_LOCK: i64 = 0x7472_732d_7075_626c;
+
+struct Written {
+    data: Value,
+    at: Instant,
+}
+
+pub struct Publisher {
+    client: TwilioClient,
+    service_sid: String,
+    ttl: u64,
+    pool: Pool,
+    sla: Sla,
+    db_url: Secret,
+    schedule: cron::Schedule,
+    metrics: Arc<Metrics>,
+    last: HashMap<String, Written>,
+}
+
+impl Publisher {
+    pub fn new(
+        cfg: &Config,
+        client: TwilioClient,
+        pool: Pool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Publisher, cron::error::Error> {
+        Ok(Publisher {
+            client,
+            service_sid: cfg.twilio.sync_service_sid.clone(),
+            ttl: cfg.publish.ttl_seconds,
+            pool,
+            sla: cfg.sla.clone(),
+            db_url: cfg.postgres.url.clone(),
+            schedule: cfg.publish.schedule.parse()?,
+            metrics,
+            last: HashMap::new(),
+        })
+    }
+
+    fn service_url(&self, rest: &str) -> String {
+        format!(
+            "{}/v1/Services/{}/{rest}",
+            self.client.sync_url,
+            segment(&self.service_sid)
+        )
+    }
+
+    fn ttl_form(&self, key: &'static str, form: &mut Vec<(&'static str, String)>) {
+        if self.ttl > 0 {
+            form.push((key, self.ttl.to_string()));
+        }
+    }
+
+    async fn write_document(&self, name: &str, data: &Value) -> Result<(), TwilioError> {
+        let mut form = vec![("Data", data.to_string())];
+        self.ttl_form("Ttl", &mut form);
+        let url = self.service_url(&format!("Documents/{}", segment(name)));
+        match self.client.post(&url, &form).await {
+            Err(e) if e.status() == Some(404) => {
+                let mut create = form.clone();
+                create.push(("UniqueName", name.to_owned()));
+                match self.client.post(&self.service_url("Documents"), &create).await {
+                    // Someone created it in between: update after all.
+                    Err(e) if e.status() == Some(409) => self.client.post(&url, &form).await.map(drop),
+                    r => r.map(drop),
+                }
+            }
+            r => r.map(drop),
+        }
+    }
+
+    async fn write_item(&self, map: &str, key: &str, data: &Value) -> Result<(), TwilioError> {
+        let mut form = vec![("Data", data.to_string())];
+        self.ttl_form("ItemTtl", &mut form);
+        let item_url = self.service_url(&format!("Maps/{}/Items/{}", segment(map), segment(key)));
+        let items_url = self.service_url(&format!("Maps/{}/Items", segment(map)));
+        match self.client.post(&item_url, &form).await {
+            Err(e) if e.status() == Some(404) => {
+                if e.code() == Some(54200) {
+                    // The map itself is missing.
+                    let mut m = vec![("UniqueName", map.to_owned())];
+                    self.ttl_form("CollectionTtl", &mut m);
+                    match self.client.post(&self.service_url("Maps"), &m).await {
+                        Err(e) if e.status() != Some(409) => return Err(e),
+                        _ => {}
+                    }
+                }
+                let mut create = form.clone();
+                create.push(("Key", key.to_owned()));
+                match self.client.post(&items_url, &create).await {
+                    Err(e) if e.status() == Some(409) => {
+                        self.client.post(&item_url, &form).await.map(drop)
+                    }
+                    r => r.map(drop),
+                }
+            }
+            r => r.map(drop),
+        }
+    }
+
+    /// Writes the objects that changed (within the per-object limits). Returns how many
+    /// were written.
+    pub async fn publish(&mut self, objects: Vec<SyncObject>) -> usize {
+        let mut per_container: HashMap<String, usize> = HashMap::new();
+        let mut written = 0;
+        for obj in objects {
+            let id = obj.id();
+            let prev = self.last.get(&id);
+            let changed = prev.is_none_or(|p| &p.data != obj.data());
+            let ttl_due = self.ttl > 0
+                && prev.is_some_and(|p| p.at.elapsed() >= Duration::from_secs(self.ttl / 2));
+            if !changed && !ttl_due {
+                continue;
+            }
+            if prev.is_some_and(|p| p.at.elapsed() < Duration::from_millis(990)) {
+                continue;
+            }
+            let n = per_container.entry(obj.container().to_owned()).or_default();
+            if *n >= WRITES_PER_CONTAINER_PER_TICK {
+                continue;
+            }
+            let size = obj.data().to_string().len();
+            if size > MAX_DATA_BYTES {
+                tracing::error!(object = %id, bytes = size, "summary is over Sync's 16 KiB limit; not sent");
+                self.metrics.sync_errors.fetch_add(1, Relaxed);
+                continue;
+            }
+            *n += 1;
+            let r = match &obj {
+                SyncObject::Document { name, data } => self.write_document(name, data).await,
+                SyncObject::MapItem { map, key, data } => self.write_item(map, key, data).await,
+            };
+            match r {
+                Ok(()) => {
+                    written += 1;
+                    self.metrics.sync_writes.fetch_add(1, Relaxed);
+                    self.last.insert(
+                        id,
+                        Written {
+                            data: obj.data().clone(),
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                Err(e) => {
+                    self.metrics.sync_errors.fetch_add(1, Relaxed);
+                    tracing::warn!(object = %id, error = %e, "Sync write failed; will retry on the next tick");
+                }
+            }
+        }
+        written
+    }
+
+    /// Runs until `stop`: elects itself publisher when it can, then publishes on schedule.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut leader: Option<tokio_postgres::Client> = None;
+        let mut next_try = Instant::now();
+        loop {
+            let wait = self
+                .schedule
+                .upcoming(chrono::Utc)
+                .next()
+                .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
+                .unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Some(c) = &leader {
+                if c.is_closed() || c.simple_query("SELECT 1").await.is_err() {
+                    tracing::warn!("lost the publisher lock (Postgres session ended)");
+                    leader = None;
+                    self.metrics.publisher_leader.store(0, Relaxed);
+                    // Another instance may have published meanwhile: rewrite everything.
+                    self.last.clear();
+                }
+            }
+            if leader.is_none() && Instant::now() >= next_try {
+                next_try = Instant::now() + LEADER_RETRY;
+                leader = self.try_lead().await;
+                if leader.is_some() {
+                    tracing::info!("this instance publishes to Sync");
+                    self.metrics.publisher_leader.store(1, Relaxed);
+                }
+            }
+            if leader.is_none() {
+                continue;
+            }
+            match summary::compute(&self.pool, &self.sla, chrono::Utc::now()).await {
+                Ok(s) => {
+                    let objects = summary::sync_objects(&s, &self.sla);
+                    self.publish(objects).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot compute summaries"),
+            }
+        }
+    }
+
+    async fn try_lead(&self) -> Option<tokio_postgres::Client> {
+        let (client, conn) = tokio_postgres::connect(self.db_url.expose(), tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+            .await
+            .ok()?;
+        row.get::<_, bool>(0).then_some(client)
+    }
+}

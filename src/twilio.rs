@@ -1,0 +1,254 @@
+//! A small Twilio REST client (reqwest with rustls): Basic auth with the account SID and
+//! auth token, or an API key and secret; base URLs from config so tests and proxies can
+//! point elsewhere; timeouts; retries with exponential backoff and full jitter on 429,
+//! 5xx and connection errors, honouring `Retry-After` when present. Errors carry
+//! Twilio's code and message; credentials never appear in logs or errors.
+
+use crate::config::{Config, Secret};
+use rand::Rng;
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TwilioError {
+    #[error("Twilio answered {status} (code {code:?}): {message}")]
+    Api {
+        status: u16,
+        code: Option<i64>,
+        message: String,
+    },
+    #[error("cannot reach Twilio at {url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("unexpected answer from Twilio at {url}: {reason}")]
+    Decode { url: String, reason: String },
+    #[error("invalid Twilio client configuration: {0}")]
+    Config(String),
+}
+
+impl TwilioError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            TwilioError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            TwilioError::Api { code, .. } => *code,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    user: String,
+    password: Secret,
+    pub taskrouter_url: String,
+    pub sync_url: String,
+    pub conversations_url: String,
+    max_retries: u32,
+}
+
+impl std::fmt::Debug for TwilioClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioClient")
+            .field("user", &self.user)
+            .field("taskrouter_url", &self.taskrouter_url)
+            .field("sync_url", &self.sync_url)
+            .finish()
+    }
+}
+
+/// Backoff before retry `attempt` (0-based): full jitter over 200 ms × 2^attempt, at most 10 s.
+fn backoff(attempt: u32) -> Duration {
+    let cap = (200u64 << attempt.min(10)).min(10_000);
+    Duration::from_millis(rand::thread_rng().gen_range(cap / 4..=cap))
+}
+
+fn trim(u: &str) -> String {
+    u.trim_end_matches('/').to_owned()
+}
+
+impl TwilioClient {
+    pub fn new(cfg: &Config) -> Result<TwilioClient, TwilioError> {
+        let t = &cfg.twilio;
+        let (user, password) = if !t.api_key_sid.is_empty() {
+            (t.api_key_sid.clone(), t.api_key_secret.clone())
+        } else {
+            (t.account_sid.clone(), t.auth_token.clone())
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .user_agent(concat!("taskrouter-summarizer/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TwilioError::Config(e.to_string()))?;
+        Ok(TwilioClient {
+            http,
+            user,
+            password,
+            taskrouter_url: trim(
+                t.taskrouter_url
+                    .as_deref()
+                    .unwrap_or("https://taskrouter.twilio.com"),
+            ),
+            sync_url: trim(t.sync_url.as_deref().unwrap_or("https://sync.twilio.com")),
+            conversations_url: trim(
+                t.conversations_url
+                    .as_deref()
+                    .unwrap_or("https://conversations.twilio.com"),
+            ),
+            max_retries: 4,
+        })
+    }
+
+    /// GET; `Ok(None)` on 404.
+    pub async fn get(&self, url: &str) -> Result<Option<Value>, TwilioError> {
+        match self.send(reqwest::Method::GET, url, &[]).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// POST form parameters.
+    pub async fn post(&self, url: &str, form: &[(&str, String)]) -> Result<Value, TwilioError> {
+        self.send(reqwest::Method::POST, url, form).await
+    }
+
+    /// Every item of a paged list, following `meta.next_page_url`.
+    pub async fn list(&self, first_url: &str, key: &str) -> Result<Vec<Value>, TwilioError> {
+        let mut out = Vec::new();
+        let mut next = Some(first_url.to_owned());
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            if pages > 10_000 {
+                return Err(TwilioError::Decode {
+                    url,
+                    reason: "more than 10000 pages; giving up".into(),
+                });
+            }
+            let page = self.send(reqwest::Method::GET, &url, &[]).await?;
+            let items = page
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| TwilioError::Decode {
+                    url: url.clone(),
+                    reason: format!("no `{key}` array in the page"),
+                })?;
+            out.extend(items.iter().cloned());
+            next = page
+                .get("meta")
+                .and_then(|m| m.get("next_page_url"))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
+        }
+        Ok(out)
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        form: &[(&str, String)],
+    ) -> Result<Value, TwilioError> {
+        let mut attempt = 0;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .basic_auth(&self.user, Some(self.password.expose()))
+                .header("accept", "application/json");
+            if !form.is_empty() {
+                req = req.form(form);
+            }
+            let (retry, err, wait) = match req.send().await {
+                Err(e) => {
+                    let err = TwilioError::Transport {
+                        url: url.to_owned(),
+                        // reqwest's error text may contain the URL, never the credentials.
+                        reason: e.without_url().to_string(),
+                    };
+                    (true, err, None)
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(60)));
+                    let text = resp.text().await.unwrap_or_default();
+                    if (200..300).contains(&status) {
+                        if text.trim().is_empty() {
+                            return Ok(Value::Null);
+                        }
+                        return serde_json::from_str(&text).map_err(|e| TwilioError::Decode {
+                            url: url.to_owned(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    let err = TwilioError::Api {
+                        status,
+                        code: body.get("code").and_then(Value::as_i64),
+                        message: body
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| text.chars().take(200).collect()),
+                    };
+                    (status == 429 || status >= 500, err, retry_after)
+                }
+            };
+            if !retry || attempt >= self.max_retries {
+                if retry {
+                    tracing::warn!(%method, url, error = %err, attempts = attempt + 1, "Twilio request failed");
+                }
+                return Err(err);
+            }
+            let delay = wait.unwrap_or_else(|| backoff(attempt));
+            tracing::debug!(%method, url, error = %err, retry_in_ms = delay.as_millis() as u64, "retrying Twilio request");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// Percent-encodes one URL path segment (unique names and map keys may hold anything).
+pub fn segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        for a in 0..20 {
+            let d = backoff(a);
+            assert!(d <= Duration::from_secs(10));
+            assert!(d >= Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let mut cfg = crate::config::Config::from_toml("").unwrap();
+        cfg.twilio.account_sid = "AC1".into();
+        cfg.twilio.auth_token = Secret::new("very-secret");
+        let c = TwilioClient::new(&cfg).unwrap();
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(segment("Sales / EMEA"), "Sales%20%2F%20EMEA");
+    }
+}
