@@ -95,6 +95,16 @@ impl Metrics {
                 "Failed attempts to apply a batch or an event.",
                 c(&self.apply_errors),
             ),
+            (
+                "trs_sync_writes_total",
+                "Objects written to Twilio Sync.",
+                c(&self.sync_writes),
+            ),
+            (
+                "trs_sync_errors_total",
+                "Failed or refused Sync writes.",
+                c(&self.sync_errors),
+            ),
         ] {
             metric(&mut s, "counter", name, help, &[("", v)]);
         }
@@ -128,6 +138,11 @@ impl Metrics {
                 "trs_postgres_up",
                 "1 while applying to Postgres succeeds.",
                 c(&self.postgres_up),
+            ),
+            (
+                "trs_publisher_leader",
+                "1 while this instance publishes to Sync.",
+                c(&self.publisher_leader),
             ),
         ] {
             metric(&mut s, "gauge", name, help, &[("", v)]);

@@ -95,9 +95,15 @@ impl Publisher {
             Err(e) if e.status() == Some(404) => {
                 let mut create = form.clone();
                 create.push(("UniqueName", name.to_owned()));
-                match self.client.post(&self.service_url("Documents"), &create).await {
+                match self
+                    .client
+                    .post(&self.service_url("Documents"), &create)
+                    .await
+                {
                     // Someone created it in between: update after all.
-                    Err(e) if e.status() == Some(409) => self.client.post(&url, &form).await.map(drop),
+                    Err(e) if e.status() == Some(409) => {
+                        self.client.post(&url, &form).await.map(drop)
+                    }
                     r => r.map(drop),
                 }
             }

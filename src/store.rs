@@ -364,7 +364,11 @@ impl Store {
     }
 
     /// Step 3: merge new events into the state tables.
-    async fn apply_state<C: GenericClient>(&self, tx: &C, events: &[&Event]) -> Result<(), StoreError> {
+    async fn apply_state<C: GenericClient>(
+        &self,
+        tx: &C,
+        events: &[&Event],
+    ) -> Result<(), StoreError> {
         let mut d = rules::Deltas::default();
         for e in events {
             d.add(e);

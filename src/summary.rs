@@ -114,10 +114,10 @@ fn window_sql(group_expr: &str) -> String {
             count(*) FILTER (WHERE canceled_at >= $1 AND first_accepted_at IS NULL AND coalesce(total_time, 0) >= $2),
             count(*) FILTER (WHERE canceled_at >= $1 AND first_accepted_at IS NULL AND coalesce(total_time, 0) < $2),
             count(*) FILTER (WHERE ended_at >= $1 AND task_assignment_status = 'completed'),
-            avg(answered_in)::float8 FILTER (WHERE first_accepted_at >= $1),
-            avg(total_time - answered_in)::float8 FILTER (WHERE ended_at >= $1 AND task_assignment_status = 'completed'),
-            avg(total_time - acw_start)::float8 FILTER (WHERE ended_at >= $1 AND task_assignment_status = 'completed'),
-            avg(total_time)::float8 FILTER (WHERE canceled_at >= $1 AND first_accepted_at IS NULL AND coalesce(total_time, 0) >= $2)
+            (avg(answered_in) FILTER (WHERE first_accepted_at >= $1))::float8,
+            (avg(total_time - answered_in) FILTER (WHERE ended_at >= $1 AND task_assignment_status = 'completed'))::float8,
+            (avg(total_time - acw_start) FILTER (WHERE ended_at >= $1 AND task_assignment_status = 'completed'))::float8,
+            (avg(total_time) FILTER (WHERE canceled_at >= $1 AND first_accepted_at IS NULL AND coalesce(total_time, 0) >= $2))::float8
          FROM tasks
          WHERE task_created >= $1 OR first_accepted_at >= $1 OR ended_at >= $1
          GROUP BY 1"
@@ -169,8 +169,8 @@ pub async fn compute(pool: &Pool, sla: &Sla, now: DateTime<Utc>) -> Result<Summa
             &format!(
                 "SELECT coalesce(task_queue_name, '(none)'), coalesce(task_channel_unique_name, '(none)'),
                         task_assignment_status, count(*),
-                        max(extract(epoch from (now() - task_created)))::float8
-                            FILTER (WHERE task_assignment_status IN ('pending', 'reserved')),
+                        (max(extract(epoch from (now() - task_created)))
+                            FILTER (WHERE task_assignment_status IN ('pending', 'reserved')))::float8,
                         (array_agg(sid ORDER BY task_created) FILTER (WHERE task_assignment_status IN ('pending', 'reserved')))[1]
                  FROM tasks WHERE task_assignment_status IN {OPEN}
                  GROUP BY 1, 2, 3"
@@ -300,8 +300,15 @@ const LEGACY_CHANNELS: [&str; 10] = [
 /// "map" (then `key` is the item key).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SyncObject {
-    Document { name: String, data: Value },
-    MapItem { map: String, key: String, data: Value },
+    Document {
+        name: String,
+        data: Value,
+    },
+    MapItem {
+        map: String,
+        key: String,
+        data: Value,
+    },
 }
 
 impl SyncObject {

@@ -2,7 +2,7 @@
 //!
 //! - Every `sync_interval_secs` (and at start): Activities (which count as available),
 //!   Workers (seeding the workers table like the original's startup sync), and the
-//!   channels of workers whose capacities are not known yet.
+//!   channels of workers whose channels were never read.
 //! - On `reconcile_schedule`: tasks open locally are checked against TaskRouter. A task
 //!   is closed locally only when TaskRouter itself says so for that task (its status, or
 //!   a 404 for it): an empty or failed list never closes anything.
@@ -11,7 +11,9 @@
 //! read ([`rules::rest_clock`]): events that happened later still win.
 
 use crate::config::Config;
-use crate::rules::{self, ActivityRef, ActivityState, ChannelState, Deltas, Reg, TaskState, WorkerState};
+use crate::rules::{
+    self, ActivityRef, ActivityState, ChannelState, Deltas, Reg, TaskState, WorkerState,
+};
 use crate::store::Store;
 use crate::twilio::{segment, TwilioClient, TwilioError};
 use serde_json::Value;
@@ -203,10 +205,14 @@ impl RestSync {
         self.store.merge_rest(d).await?;
 
         let unknown: Vec<String> = {
-            let c = self.store.pool().get().await.map_err(crate::store::StoreError::from)?;
+            let c = self
+                .store
+                .pool()
+                .get()
+                .await
+                .map_err(crate::store::StoreError::from)?;
             c.query(
-                "SELECT w.worker_sid FROM workers w WHERE NOT w.deleted AND NOT EXISTS \
-                 (SELECT 1 FROM worker_channels wc WHERE wc.worker_sid = w.worker_sid) \
+                "SELECT worker_sid FROM workers WHERE NOT deleted AND channels_synced_at IS NULL \
                  ORDER BY 1 LIMIT $1",
                 &[&(MAX_CHANNEL_FETCHES as i64)],
             )
@@ -233,14 +239,37 @@ impl RestSync {
         }
         let nc = d.channels.len();
         self.store.merge_rest(d).await?;
-        tracing::info!(activities = na, workers = nw, channels = nc, "TaskRouter REST sync done");
+        if !unknown.is_empty() {
+            let c = self
+                .store
+                .pool()
+                .get()
+                .await
+                .map_err(crate::store::StoreError::from)?;
+            c.execute(
+                "UPDATE workers SET channels_synced_at = now() WHERE worker_sid = ANY($1)",
+                &[&unknown],
+            )
+            .await?;
+        }
+        tracing::info!(
+            activities = na,
+            workers = nw,
+            channels = nc,
+            "TaskRouter REST sync done"
+        );
         Ok(())
     }
 
     /// Checks tasks open locally against TaskRouter; returns how many changed.
     pub async fn reconcile_once(&self) -> Result<usize, SyncError> {
         let local: Vec<(String, String)> = {
-            let c = self.store.pool().get().await.map_err(crate::store::StoreError::from)?;
+            let c = self
+                .store
+                .pool()
+                .get()
+                .await
+                .map_err(crate::store::StoreError::from)?;
             c.query(
                 "SELECT sid, task_assignment_status FROM tasks \
                  WHERE task_assignment_status IN ('pending','reserved','assigned','wrapping') \
@@ -259,7 +288,9 @@ impl RestSync {
         let open: HashMap<String, Value> = self
             .client
             .list(
-                &self.ws_url("Tasks?AssignmentStatus=pending,reserved,assigned,wrapping&PageSize=1000"),
+                &self.ws_url(
+                    "Tasks?AssignmentStatus=pending,reserved,assigned,wrapping&PageSize=1000",
+                ),
                 "tasks",
             )
             .await?
@@ -283,7 +314,10 @@ impl RestSync {
                         continue;
                     }
                     lookups += 1;
-                    let t = self.client.get(&self.ws_url(&format!("Tasks/{}", segment(&sid)))).await?;
+                    let t = self
+                        .client
+                        .get(&self.ws_url(&format!("Tasks/{}", segment(&sid))))
+                        .await?;
                     let st = t.as_ref().and_then(|t| s(t, "assignment_status"));
                     if st.as_deref() != Some(status.as_str()) {
                         d.tasks.insert(sid, task_from_rest(t.as_ref(), now));
@@ -361,7 +395,10 @@ mod tests {
         let gone = task_from_rest(None, 5);
         assert_eq!(gone.status.unwrap().1, "completed");
         assert!(gone.ended.is_some());
-        let open = task_from_rest(Some(&json!({"assignment_status": "wrapping", "age": 90})), 5);
+        let open = task_from_rest(
+            Some(&json!({"assignment_status": "wrapping", "age": 90})),
+            5,
+        );
         assert_eq!(open.status.unwrap().1, "wrapping");
         assert!(open.ended.is_none());
     }

@@ -132,13 +132,13 @@ impl TwilioClient {
                 });
             }
             let page = self.send(reqwest::Method::GET, &url, &[]).await?;
-            let items = page
-                .get(key)
-                .and_then(Value::as_array)
-                .ok_or_else(|| TwilioError::Decode {
-                    url: url.clone(),
-                    reason: format!("no `{key}` array in the page"),
-                })?;
+            let items =
+                page.get(key)
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| TwilioError::Decode {
+                        url: url.clone(),
+                        reason: format!("no `{key}` array in the page"),
+                    })?;
             out.extend(items.iter().cloned());
             next = page
                 .get("meta")
@@ -168,10 +168,17 @@ impl TwilioClient {
             }
             let (retry, err, wait) = match req.send().await {
                 Err(e) => {
+                    // reqwest's text says little ("error sending request"): add its causes.
+                    let e = e.without_url();
+                    let mut reason = e.to_string();
+                    let mut src = std::error::Error::source(&e);
+                    while let Some(inner) = src {
+                        reason.push_str(&format!(": {inner}"));
+                        src = inner.source();
+                    }
                     let err = TwilioError::Transport {
                         url: url.to_owned(),
-                        // reqwest's error text may contain the URL, never the credentials.
-                        reason: e.without_url().to_string(),
+                        reason,
                     };
                     (true, err, None)
                 }

@@ -6,3 +6,5 @@ mod harness;
 mod ingest;
 mod outage;
 mod poison;
+mod sync;
+mod twilio_stub;

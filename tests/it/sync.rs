@@ -1,0 +1,443 @@
+//! Summaries published to a local stand-in for Twilio's Sync and TaskRouter APIs.
+
+use crate::harness::*;
+use crate::twilio_stub::TwilioStub;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use taskrouter_summarizer::sim::{realistic_day, DayConfig, SimDay};
+
+const AC: &str = "AC0123456789abcdef0123456789abcdef";
+const WS: &str = "WS0123456789abcdef0123456789abcdef";
+const IS: &str = "IS0123456789abcdef0123456789abcdef";
+
+/// A fixed-offset zone in which "today" started at least 10 hours ago, so a simulated
+/// day that ended just now lies entirely within today.
+fn zone_where_today_is_long() -> String {
+    use chrono::Timelike;
+    let hour = chrono::Utc::now().hour() as i32;
+    for off in (-12..=14).rev() {
+        let local = (hour + off).rem_euclid(24);
+        if (11..=22).contains(&local) {
+            return match off {
+                0 => "UTC".into(),
+                o if o > 0 => format!("Etc/GMT-{o}"),
+                o => format!("Etc/GMT+{}", -o),
+            };
+        }
+    }
+    "UTC".into()
+}
+
+fn sync_extra(stub: &TwilioStub, tz: &str) -> String {
+    format!(
+        "account_sid = \"{AC}\"\nworkspace_sid = \"{WS}\"\nsync_service_sid = \"{IS}\"\n\
+         taskrouter_url = \"{u}\"\nsync_url = \"{u}\"\n\
+         [sla]\ntimezone = \"{tz}\"\n[taskrouter]\nsync_interval_secs = 2\n",
+        u = stub.base_url()
+    )
+}
+
+/// REST fixtures that agree with the simulated day's end state.
+fn seed_stub(stub: &TwilioStub, day: &SimDay) {
+    let mut workers = Vec::new();
+    for w in day.workers.iter().filter(|w| !w.deleted) {
+        workers.push(json!({
+            "sid": w.sid, "friendly_name": w.name, "account_sid": AC, "workspace_sid": WS,
+            "activity_sid": w.final_activity_sid, "activity_name": w.final_activity_name,
+            "available": w.final_available, "attributes": "{\"contact_uri\":\"client:x\"}",
+        }));
+        let chans: Vec<Value> = w
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                json!({"sid": format!("WC{i:032x}"), "task_channel_sid": c.task_channel_sid,
+                       "task_channel_unique_name": c.unique_name, "configured_capacity": c.capacity,
+                       "available": c.available, "assigned_tasks": 0})
+            })
+            .collect();
+        stub.set_worker_channels(WS, &w.sid, chans);
+    }
+    stub.set_workers(WS, workers);
+    let open: Vec<Value> = day
+        .tasks
+        .iter()
+        .filter(|t| !matches!(t.final_status.as_str(), "completed" | "canceled"))
+        .map(|t| json!({"sid": t.sid, "assignment_status": t.final_status, "age": 100}))
+        .collect();
+    stub.set_tasks(WS, open);
+}
+
+fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// What the per-queue `today` objects must say, from the simulator's ground truth.
+fn expected_today(day: &SimDay) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut queues: Vec<&str> = day.tasks.iter().map(|t| t.queue_name.as_str()).collect();
+    queues.sort();
+    queues.dedup();
+    for q in queues {
+        let ts: Vec<_> = day.tasks.iter().filter(|t| t.queue_name == q).collect();
+        let accepted: Vec<i64> = ts.iter().filter_map(|t| t.answered_in).collect();
+        let within = accepted.iter().filter(|a| **a <= 15).count() as i64;
+        let abandoned = ts
+            .iter()
+            .filter(|t| t.answered_in.is_none() && t.canceled_wait_s.is_some_and(|w| w >= 5))
+            .count() as i64;
+        let short = ts
+            .iter()
+            .filter(|t| t.answered_in.is_none() && t.canceled_wait_s.is_some_and(|w| w < 5))
+            .count() as i64;
+        let completed: Vec<_> = ts
+            .iter()
+            .filter(|t| t.final_status == "completed")
+            .collect();
+        let handle: Vec<i64> = completed
+            .iter()
+            .filter_map(|t| Some(t.total_time? - t.answered_in?))
+            .collect();
+        let den = accepted.len() as i64 + abandoned;
+        out.insert(
+            q.to_owned(),
+            json!({
+                "tasks_created": ts.len(),
+                "tasks_accepted": accepted.len(),
+                "tasks_accepted_within_sla": within,
+                "tasks_abandoned": abandoned,
+                "tasks_short_abandoned": short,
+                "tasks_completed": completed.len(),
+                "service_level": if den > 0 { json!(r2(within as f64 * 100.0 / den as f64)) } else { Value::Null },
+                "avg_speed_of_answer": r2(accepted.iter().sum::<i64>() as f64 / accepted.len() as f64),
+                "avg_handle_time": r2(handle.iter().sum::<i64>() as f64 / handle.len() as f64),
+            }),
+        );
+    }
+    out
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn realistic_today() -> SimDay {
+    let now = chrono::Utc::now().timestamp_millis();
+    realistic_day(&DayConfig {
+        seed: 21,
+        tasks: 200,
+        workers: 12,
+        start_ms: now - 10 * 3_600_000,
+        ..DayConfig::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realistic_day_is_published_with_exact_numbers_and_retries() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let day = realistic_today();
+    seed_stub(&stub, &day);
+    // Sync misbehaves at first: server errors and rate limiting.
+    stub.fail_next("/v1/Services", 500, 3);
+    stub.fail_next("/v1/Services", 429, 2);
+    let db = TestDb::new().await;
+    let mut opts = Options::new(&db.url);
+    opts.extra = sync_extra(&stub, &zone_where_today_is_long());
+    let svc = Service::start(opts).await;
+    let st = post_all(&svc, &day.callbacks, 32).await;
+    assert!(st.iter().all(|s| *s == 204));
+    svc.wait_drained(Duration::from_secs(60)).await;
+
+    // Legacy documents, in the original's shape.
+    let mut active: BTreeMap<String, i64> = BTreeMap::new();
+    for t in &day.tasks {
+        if !matches!(t.final_status.as_str(), "completed" | "canceled") {
+            *active.entry(t.channel.clone()).or_default() += 1;
+        }
+    }
+    let mut capacity: BTreeMap<String, i64> = BTreeMap::new();
+    for w in day.workers.iter().filter(|w| !w.deleted) {
+        for c in &w.channels {
+            let add = if c.available && w.final_available {
+                c.capacity
+            } else {
+                0
+            };
+            *capacity.entry(c.unique_name.clone()).or_default() += add;
+        }
+    }
+    eventually(
+        "workspaceActiveTaskCount",
+        Duration::from_secs(30),
+        || async {
+            let d = stub
+                .document(IS, "workspaceActiveTaskCount")
+                .ok_or("missing")?;
+            for ch in ["voice", "chat", "sms"] {
+                let want = active.get(ch).copied().unwrap_or(0);
+                if d[ch] != want {
+                    return Err(format!("{ch}: {} != {want} in {d}", d[ch]));
+                }
+            }
+            if d["video"] != 0 || d["custom5"] != 0 {
+                return Err(format!("legacy keys missing: {d}"));
+            }
+            Ok(())
+        },
+    )
+    .await;
+    // Capacity needs every worker's channels, most of which only the REST sync knows.
+    eventually("workspaceCapacity", Duration::from_secs(30), || async {
+        let d = stub.document(IS, "workspaceCapacity").ok_or("missing")?;
+        for (ch, want) in &capacity {
+            if d[ch] != *want {
+                return Err(format!("{ch}: {} != {want} in {d}", d[ch]));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let expected = expected_today(&day);
+    eventually("taskQueueStats", Duration::from_secs(30), || async {
+        let items = stub.map_items(IS, "taskQueueStats");
+        for (q, want) in &expected {
+            let item = items.get(q).ok_or(format!("no item for {q}"))?;
+            for (k, v) in want.as_object().into_iter().flatten() {
+                if &item["today"][k] != v {
+                    return Err(format!("{q}.today.{k}: {} != {v}", item["today"][k]));
+                }
+            }
+            if item["cumulative"]["tasks_entered"] != want["tasks_created"] {
+                return Err(format!("{q}: cumulative.tasks_entered"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let reqs = stub.requests();
+    assert!(reqs.iter().any(|r| r.status == 500), "500s were injected");
+    assert!(reqs.iter().any(|r| r.status == 429), "429s were injected");
+    assert!(
+        !reqs.iter().any(|r| r.status == 400 || r.status == 401),
+        "no bad request: {:?}",
+        reqs.iter()
+            .filter(|r| r.status >= 400)
+            .map(|r| (&r.path, r.status))
+            .collect::<Vec<_>>()
+    );
+
+    // The same numbers at /api/summary.
+    let api: Value = svc
+        .http
+        .get(svc.url("/api/summary"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (q, want) in &expected {
+        assert_eq!(
+            api["queues"][q]["today"]["tasks_created"],
+            want["tasks_created"]
+        );
+        assert_eq!(
+            api["queues"][q]["today"]["service_level"],
+            want["service_level"]
+        );
+    }
+
+    // Unchanged objects are not written again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stub.clear_requests();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rewrites: Vec<String> = stub
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "POST"
+                && (r.path.contains("workspaceActiveTaskCount")
+                    || r.path.contains("workspaceCapacity"))
+        })
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        rewrites.is_empty(),
+        "unchanged documents rewritten: {rewrites:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_one_publisher_and_takeover() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let db = TestDb::new().await;
+    let tz = zone_where_today_is_long();
+    let mut a = Service::start({
+        let mut o = Options::new(&db.url);
+        o.extra = sync_extra(&stub, &tz);
+        o
+    })
+    .await;
+    let b = Service::start({
+        let mut o = Options::new(&db.url);
+        o.extra = sync_extra(&stub, &tz);
+        o
+    })
+    .await;
+    async fn leader(s: &Service) -> bool {
+        match s.http.get(s.url("/metrics")).send().await {
+            Ok(r) => r
+                .text()
+                .await
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l == "trs_publisher_leader 1"),
+            Err(_) => false,
+        }
+    }
+    eventually("one leader", Duration::from_secs(15), || async {
+        match (leader(&a).await, leader(&b).await) {
+            (true, false) | (false, true) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let a_leads = leader(&a).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let task = |n: u32| -> Vec<(String, String)> {
+        [
+            ("EventType", "task.created".to_owned()),
+            ("Sid", format!("EV{n:032x}")),
+            ("TaskSid", format!("WT{n:032x}")),
+            ("TaskAssignmentStatus", "pending".to_owned()),
+            ("TaskChannelUniqueName", "chat".to_owned()),
+            ("TaskQueueName", "Support".to_owned()),
+            ("TaskQueueSid", "WQ1".to_owned()),
+            ("TaskAge", "0".to_owned()),
+            ("TimestampMs", now.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    };
+    assert_eq!(a.post(&task(1)).await.unwrap(), 204);
+    eventually("first task published", Duration::from_secs(15), || async {
+        let d = stub
+            .document(IS, "workspaceActiveTaskCount")
+            .ok_or("missing")?;
+        (d["chat"] == 1).then_some(()).ok_or(format!("{d}"))
+    })
+    .await;
+
+    // Stop the leader; the other takes over and publishes the next change.
+    let (survivor, stopped) = if a_leads {
+        assert!(a.terminate().success());
+        (&b, "a")
+    } else {
+        drop(b);
+        (&a, "b")
+    };
+    eventually("takeover", Duration::from_secs(15), || async {
+        leader(survivor)
+            .await
+            .then_some(())
+            .ok_or(format!("{stopped} stopped, no new leader"))
+    })
+    .await;
+    assert_eq!(survivor.post(&task(2)).await.unwrap(), 204);
+    eventually("second task published", Duration::from_secs(15), || async {
+        let d = stub
+            .document(IS, "workspaceActiveTaskCount")
+            .ok_or("missing")?;
+        (d["chat"] == 2).then_some(()).ok_or(format!("{d}"))
+    })
+    .await;
+    if !a_leads {
+        let _ = a.terminate();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_closes_only_tasks_taskrouter_says_are_gone() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let db = TestDb::new().await;
+    // Three tasks created two minutes ago, still open locally.
+    let then = chrono::Utc::now().timestamp_millis() - 120_000;
+    let cb = |n: u32| -> Vec<(String, String)> {
+        [
+            ("EventType", "task.created".to_owned()),
+            ("Sid", format!("EV{n:032x}")),
+            ("TaskSid", format!("WT{n:032x}")),
+            ("TaskAssignmentStatus", "pending".to_owned()),
+            ("TaskAge", "0".to_owned()),
+            ("TimestampMs", then.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    };
+    // TaskRouter: task 1 still pending, task 2 assigned, task 3 unknown (gone).
+    stub.set_tasks(
+        WS,
+        vec![
+            json!({"sid": format!("WT{:032x}", 1), "assignment_status": "pending", "age": 120}),
+            json!({"sid": format!("WT{:032x}", 2), "assignment_status": "assigned", "age": 120}),
+        ],
+    );
+    let mut opts = Options::new(&db.url);
+    opts.extra = format!(
+        "account_sid = \"{AC}\"\nworkspace_sid = \"{WS}\"\ntaskrouter_url = \"{u}\"\n\
+         [taskrouter]\nsync_interval_secs = 0\nreconcile_schedule = \"*/2 * * * * *\"\n",
+        u = stub.base_url()
+    );
+    // First: the open list answers empty (a flaky answer). Nothing may be closed.
+    stub.set_empty_list("/v1/Workspaces", true);
+    let svc = Service::start(opts).await;
+    for n in 1..=3 {
+        assert_eq!(svc.post(&cb(n)).await.unwrap(), 204);
+    }
+    svc.wait_drained(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = |n: u32| {
+        let db = &db;
+        async move {
+            db.client()
+                .await
+                .query_one(
+                    "SELECT task_assignment_status FROM tasks WHERE sid = $1",
+                    &[&format!("WT{n:032x}")],
+                )
+                .await
+                .unwrap()
+                .get::<_, Option<String>>(0)
+                .unwrap_or_default()
+        }
+    };
+    // With an empty list every task is looked up one by one: 1 and 2 still exist.
+    assert_eq!(status(1).await, "pending");
+    assert_eq!(
+        status(2).await,
+        "assigned",
+        "TaskRouter's own status for task 2"
+    );
+    stub.set_empty_list("/v1/Workspaces", false);
+    eventually("task 3 closed", Duration::from_secs(15), || async {
+        let s = status(3).await;
+        (s == "completed").then_some(()).ok_or(s)
+    })
+    .await;
+    assert_eq!(status(1).await, "pending");
+    assert_eq!(status(2).await, "assigned");
+}

@@ -1,0 +1,1493 @@
+//! Test-only local stand-in for Twilio's TaskRouter and Sync REST APIs.
+//!
+//! One in-process HTTP/1 server on 127.0.0.1 serves both API families (`/v1/Workspaces/…`
+//! and `/v1/Services/…`), with Basic auth, Twilio-shaped paging and error bodies, Sync
+//! validation and per-object rate limits, failure injection, and a request log.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+const MAX_DATA_BYTES: usize = 16 * 1024;
+const MAX_TTL: i64 = 31_536_000;
+const WRITES_PER_SECOND: usize = 20;
+const TASK_STATUSES: [&str; 6] = [
+    "pending",
+    "reserved",
+    "assigned",
+    "wrapping",
+    "completed",
+    "canceled",
+];
+
+/// One request as the stub saw it (rejected ones included).
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub form: Vec<(String, String)>,
+    pub status: u16,
+    pub at: Instant,
+}
+
+/// The running stub. Dropping it stops the listener and every open connection.
+pub struct TwilioStub {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    shutdown: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Workspace {
+    activities: Vec<Value>,
+    workers: Vec<Value>,
+    channels: HashMap<String, Vec<Value>>,
+    tasks: Vec<Value>,
+}
+
+/// A Sync document, map or map item (`name` is the unique name, or the item key).
+struct Entry {
+    sid: String,
+    name: Option<String>,
+    data: Value,
+    revision: u64,
+    expires: Option<DateTime<Utc>>,
+    created: DateTime<Utc>,
+    updated: DateTime<Utc>,
+}
+
+struct SyncMap {
+    meta: Entry,
+    items: BTreeMap<String, Entry>,
+}
+
+#[derive(Default)]
+struct Service {
+    docs: Vec<Entry>,
+    maps: Vec<SyncMap>,
+}
+
+#[derive(Default)]
+struct Limiter(HashMap<String, VecDeque<Instant>>);
+
+struct State {
+    base_url: String,
+    account_sid: String,
+    auth_token: String,
+    api_keys: HashMap<String, String>,
+    workspaces: HashMap<String, Workspace>,
+    services: HashMap<String, Service>,
+    failures: Vec<(String, u16, usize)>,
+    empty_lists: Vec<String>,
+    limiter: Limiter,
+    requests: Vec<Recorded>,
+}
+
+struct Ctx {
+    method: String,
+    path: String,
+    query: Vec<(String, String)>,
+    form: Vec<(String, String)>,
+}
+
+struct Reply {
+    status: u16,
+    body: Option<Value>,
+    headers: Vec<(&'static str, &'static str)>,
+}
+
+/// Facts a Sync handler needs besides the service's own objects.
+struct Env {
+    url: String,
+    account_sid: String,
+    service_sid: String,
+    now: DateTime<Utc>,
+}
+
+type Res = Result<Reply, Reply>;
+
+impl TwilioStub {
+    /// Starts on 127.0.0.1:0 in a background tokio task. Accepts Basic auth with
+    /// account_sid:auth_token, and with any (key, secret) added by add_api_key.
+    pub async fn start(account_sid: &str, auth_token: &str) -> TwilioStub {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("twilio stub: bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("twilio stub: local addr");
+        let state = Arc::new(Mutex::new(State {
+            base_url: format!("http://{addr}"),
+            account_sid: account_sid.to_string(),
+            auth_token: auth_token.to_string(),
+            api_keys: HashMap::new(),
+            workspaces: HashMap::new(),
+            services: HashMap::new(),
+            failures: Vec::new(),
+            empty_lists: Vec::new(),
+            limiter: Limiter::default(),
+            requests: Vec::new(),
+        }));
+        let (shutdown, rx) = watch::channel(false);
+        tokio::spawn(serve(listener, state.clone(), rx));
+        TwilioStub {
+            addr,
+            state,
+            shutdown,
+        }
+    }
+
+    /// "http://127.0.0.1:PORT"; serves both TaskRouter and Sync paths.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn add_api_key(&self, key_sid: &str, secret: &str) {
+        self.lock()
+            .api_keys
+            .insert(key_sid.to_string(), secret.to_string());
+    }
+
+    pub fn set_activities(&self, workspace_sid: &str, activities: Vec<Value>) {
+        self.workspace(workspace_sid, |w| w.activities = activities);
+    }
+
+    pub fn set_workers(&self, workspace_sid: &str, workers: Vec<Value>) {
+        self.workspace(workspace_sid, |w| w.workers = workers);
+    }
+
+    pub fn set_worker_channels(&self, workspace_sid: &str, worker_sid: &str, channels: Vec<Value>) {
+        self.workspace(workspace_sid, |w| {
+            w.channels.insert(worker_sid.to_string(), channels);
+        });
+    }
+
+    pub fn set_tasks(&self, workspace_sid: &str, tasks: Vec<Value>) {
+        self.workspace(workspace_sid, |w| w.tasks = tasks);
+    }
+
+    /// The next `n` requests whose path starts with `path_prefix` (any method) get `status`
+    /// with a Twilio error body instead of being processed (429 also gets `Retry-After: 1`).
+    /// Checked after authentication, so unauthenticated requests do not use up the budget.
+    pub fn fail_next(&self, path_prefix: &str, status: u16, n: usize) {
+        assert!((400..=599).contains(&status), "fail_next: status {status}");
+        if n > 0 {
+            self.lock()
+                .failures
+                .push((path_prefix.to_string(), status, n));
+        }
+    }
+
+    /// While on, every *list* endpoint whose path starts with `path_prefix` answers with an
+    /// empty first page (`next_page_url: null`). Fetches of single objects are unaffected.
+    pub fn set_empty_list(&self, path_prefix: &str, on: bool) {
+        let mut st = self.lock();
+        st.empty_lists.retain(|p| p != path_prefix);
+        if on {
+            st.empty_lists.push(path_prefix.to_string());
+        }
+    }
+
+    /// The `data` of a document, looked up by unique name (or sid).
+    pub fn document(&self, service_sid: &str, unique_name: &str) -> Option<Value> {
+        self.with_service(service_sid, |s| {
+            s.doc(unique_name).map(|i| s.docs[i].data.clone())
+        })
+    }
+
+    /// The document's `date_expires` (None when missing or without TTL).
+    pub fn document_ttl_expires(&self, service_sid: &str, unique_name: &str) -> Option<String> {
+        self.with_service(service_sid, |s| {
+            s.doc(unique_name).and_then(|i| s.docs[i].expires.map(ts))
+        })
+    }
+
+    /// key -> data for every live item of the map (looked up by unique name or sid).
+    pub fn map_items(&self, service_sid: &str, map_name: &str) -> BTreeMap<String, Value> {
+        self.with_service(service_sid, |s| {
+            s.map(map_name).map(|i| {
+                let items = &s.maps[i].items;
+                items
+                    .iter()
+                    .map(|(k, e)| (k.clone(), e.data.clone()))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn workspace(&self, sid: &str, f: impl FnOnce(&mut Workspace)) {
+        f(self.lock().workspaces.entry(sid.to_string()).or_default());
+    }
+
+    fn with_service<T>(&self, sid: &str, f: impl FnOnce(&Service) -> Option<T>) -> Option<T> {
+        let mut st = self.lock();
+        let svc = st.services.get_mut(sid)?;
+        svc.purge(Utc::now());
+        f(svc)
+    }
+}
+
+impl Drop for TwilioStub {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<Mutex<State>>,
+    mut rx: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = rx.changed() => return,
+        };
+        let state = state.clone();
+        let mut rx = rx.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(state.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                _ = conn => {}
+                _ = rx.changed() => {}
+            }
+        });
+    }
+}
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let at = Instant::now();
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let ctx = Ctx {
+        method,
+        path,
+        query: form_urlencoded::parse(raw_query.as_bytes())
+            .into_owned()
+            .collect(),
+        form: form_urlencoded::parse(&body).into_owned().collect(),
+    };
+    let reply = {
+        let mut st = lock(&state);
+        let reply = st.process(&ctx, auth.as_deref());
+        let rec = Recorded {
+            method: ctx.method,
+            path: ctx.path,
+            query: raw_query,
+            form: ctx.form,
+            status: reply.status,
+            at,
+        };
+        let pos = st.requests.partition_point(|r| r.at <= at);
+        st.requests.insert(pos, rec);
+        reply
+    };
+    Ok(reply.into_response())
+}
+
+impl State {
+    fn process(&mut self, c: &Ctx, auth: Option<&str>) -> Reply {
+        if !self.authorized(auth) {
+            let mut r = Reply::err(401, 20003, "Authenticate");
+            r.headers
+                .push(("WWW-Authenticate", "Basic realm=\"Twilio API\""));
+            return r;
+        }
+        if let Some(i) = self.failures.iter().position(|f| c.path.starts_with(&f.0)) {
+            let status = self.failures[i].1;
+            self.failures[i].2 -= 1;
+            if self.failures[i].2 == 0 {
+                self.failures.remove(i);
+            }
+            return injected(status);
+        }
+        let segs: Vec<String> = c
+            .path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(pct_decode)
+            .collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        match segs.as_slice() {
+            ["v1", "Workspaces", ws, rest @ ..] => self.taskrouter(c, ws, rest),
+            ["v1", "Services", is, rest @ ..] => self.sync(c, is, rest).unwrap_or_else(|e| e),
+            _ => not_found(c),
+        }
+    }
+
+    fn authorized(&self, header: Option<&str>) -> bool {
+        let Some(enc) = header.and_then(|h| h.strip_prefix("Basic ")) else {
+            return false;
+        };
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(enc.trim()) else {
+            return false;
+        };
+        let Ok(pair) = String::from_utf8(raw) else {
+            return false;
+        };
+        let Some((user, pass)) = pair.split_once(':') else {
+            return false;
+        };
+        (user == self.account_sid && pass == self.auth_token)
+            || self.api_keys.get(user).is_some_and(|s| s == pass)
+    }
+
+    fn taskrouter(&self, c: &Ctx, ws: &str, rest: &[&str]) -> Reply {
+        let Some(w) = self.workspaces.get(ws) else {
+            return not_found(c);
+        };
+        if c.method != "GET" {
+            return Reply::err(405, 20004, "Method not allowed");
+        }
+        let (key, items) = match rest {
+            ["Activities"] => ("activities", w.activities.clone()),
+            ["Workers"] => {
+                let f = [
+                    ("ActivitySid", "activity_sid"),
+                    ("ActivityName", "activity_name"),
+                    ("Available", "available"),
+                ];
+                ("workers", filtered(&w.workers, c, &f))
+            }
+            ["Workers", wk, "Channels"] => match w.channels.get(*wk) {
+                Some(ch) => ("channels", ch.clone()),
+                None if find(&w.workers, "sid", wk).is_some() => ("channels", Vec::new()),
+                None => return not_found(c),
+            },
+            ["Tasks"] => {
+                let mut wanted = Vec::new();
+                for v in c
+                    .all("AssignmentStatus")
+                    .into_iter()
+                    .flat_map(|v| v.split(','))
+                {
+                    let v = v.trim();
+                    if !TASK_STATUSES.contains(&v) {
+                        return Reply::err(400, 20001, "Invalid AssignmentStatus");
+                    }
+                    wanted.push(v);
+                }
+                let f = [
+                    ("TaskQueueSid", "task_queue_sid"),
+                    ("TaskChannel", "task_channel_unique_name"),
+                ];
+                let mut tasks = filtered(&w.tasks, c, &f);
+                if !wanted.is_empty() {
+                    tasks.retain(|t| wanted.iter().any(|s| field_is(t, "assignment_status", s)));
+                }
+                ("tasks", tasks)
+            }
+            ["Activities", sid] => return fetch(&w.activities, "sid", sid, c),
+            ["Workers", sid] => return fetch(&w.workers, "sid", sid, c),
+            ["Tasks", sid] => return fetch(&w.tasks, "sid", sid, c),
+            ["Workers", wk, "Channels", ch] => {
+                let list = w.channels.get(*wk).map(Vec::as_slice).unwrap_or_default();
+                return match find(list, "sid", ch) {
+                    Some(v) => Reply::json(200, v.clone()),
+                    None => fetch(list, "task_channel_unique_name", ch, c),
+                };
+            }
+            _ => return not_found(c),
+        };
+        page(&self.base_url, &self.empty_lists, c, key, items)
+    }
+
+    fn sync(&mut self, c: &Ctx, is: &str, rest: &[&str]) -> Res {
+        let env = Env {
+            url: format!("{}/v1/Services/{is}", self.base_url),
+            account_sid: self.account_sid.clone(),
+            service_sid: is.to_string(),
+            now: Utc::now(),
+        };
+        let svc = self.services.entry(is.to_string()).or_default();
+        svc.purge(env.now);
+        let lim = &mut self.limiter;
+        let rate_key = |sid: &str| format!("{is}/{sid}");
+        match (c.method.as_str(), rest) {
+            ("POST", ["Documents"]) => {
+                let data = parse_data(c)?.unwrap_or_else(|| json!({}));
+                let ttl = parse_ttl(c, &["Ttl"])?;
+                let name = c.param("UniqueName").map(str::to_string);
+                if name.as_deref().is_some_and(|n| svc.doc(n).is_some()) {
+                    return Err(Reply::err(409, 54301, "Unique name already exists"));
+                }
+                let e = Entry::new("ET", name, data, ttl, env.now);
+                lim.record(rate_key(&e.sid));
+                let body = doc_json(&env, &e);
+                svc.docs.push(e);
+                Ok(Reply::json(201, body))
+            }
+            ("GET", ["Documents"]) => {
+                let items = svc.docs.iter().map(|d| doc_json(&env, d)).collect();
+                Ok(page(
+                    &self.base_url,
+                    &self.empty_lists,
+                    c,
+                    "documents",
+                    items,
+                ))
+            }
+            (m, ["Documents", id]) => {
+                let i = svc
+                    .doc(id)
+                    .ok_or_else(|| Reply::err(404, 54100, "Document not found"))?;
+                let key = rate_key(&svc.docs[i].sid);
+                match m {
+                    "GET" => Ok(Reply::json(200, doc_json(&env, &svc.docs[i]))),
+                    "POST" => {
+                        lim.check(&key)?;
+                        let data = parse_data(c)?;
+                        let ttl = parse_ttl(c, &["Ttl"])?;
+                        svc.docs[i].update(data, ttl, env.now);
+                        lim.record(key);
+                        Ok(Reply::json(200, doc_json(&env, &svc.docs[i])))
+                    }
+                    "DELETE" => {
+                        lim.check(&key)?;
+                        svc.docs.remove(i);
+                        lim.record(key);
+                        Ok(Reply::empty(204))
+                    }
+                    _ => Err(Reply::err(405, 20004, "Method not allowed")),
+                }
+            }
+            ("POST", ["Maps"]) => {
+                let ttl = parse_ttl(c, &["Ttl", "CollectionTtl"])?;
+                let name = c.param("UniqueName").map(str::to_string);
+                if name.as_deref().is_some_and(|n| svc.map(n).is_some()) {
+                    return Err(Reply::err(409, 54301, "Unique name already exists"));
+                }
+                let meta = Entry::new("MP", name, Value::Null, ttl, env.now);
+                lim.record(rate_key(&meta.sid));
+                let body = map_json(&env, &meta);
+                svc.maps.push(SyncMap {
+                    meta,
+                    items: BTreeMap::new(),
+                });
+                Ok(Reply::json(201, body))
+            }
+            ("GET", ["Maps"]) => {
+                let items = svc.maps.iter().map(|m| map_json(&env, &m.meta)).collect();
+                Ok(page(&self.base_url, &self.empty_lists, c, "maps", items))
+            }
+            (m, ["Maps", id, rest @ ..]) => {
+                let i = svc
+                    .map(id)
+                    .ok_or_else(|| Reply::err(404, 54200, "Map not found"))?;
+                let key = rate_key(&svc.maps[i].meta.sid);
+                let map = &mut svc.maps[i];
+                match (m, rest) {
+                    ("GET", []) => Ok(Reply::json(200, map_json(&env, &map.meta))),
+                    ("POST", []) => {
+                        lim.check(&key)?;
+                        let ttl = parse_ttl(c, &["Ttl", "CollectionTtl"])?;
+                        map.meta.update(None, ttl, env.now);
+                        lim.record(key);
+                        Ok(Reply::json(200, map_json(&env, &map.meta)))
+                    }
+                    ("DELETE", []) => {
+                        lim.check(&key)?;
+                        svc.maps.remove(i);
+                        lim.record(key);
+                        Ok(Reply::empty(204))
+                    }
+                    ("GET", ["Items"]) => {
+                        let mut items: Vec<Value> = map
+                            .items
+                            .values()
+                            .map(|e| item_json(&env, map, e))
+                            .collect();
+                        if c.param("Order") == Some("desc") {
+                            items.reverse();
+                        }
+                        Ok(page(&self.base_url, &self.empty_lists, c, "items", items))
+                    }
+                    ("POST", ["Items"]) => {
+                        let k = c.param("Key").ok_or_else(|| {
+                            Reply::err(400, 20001, "Missing required parameter Key")
+                        })?;
+                        lim.check(&key)?;
+                        let data = parse_data(c)?.ok_or_else(|| {
+                            Reply::err(400, 20001, "Missing required parameter Data")
+                        })?;
+                        let ttl = parse_ttl(c, &["ItemTtl", "Ttl"])?;
+                        if map.items.contains_key(k) {
+                            return Err(Reply::err(409, 54208, "Item already exists"));
+                        }
+                        let e = Entry::new("", Some(k.to_string()), data, ttl, env.now);
+                        let body = item_json(&env, map, &e);
+                        map.items.insert(k.to_string(), e);
+                        lim.record(key);
+                        Ok(Reply::json(201, body))
+                    }
+                    (m, ["Items", k]) => {
+                        if !map.items.contains_key(*k) {
+                            return Err(Reply::err(404, 54201, "Item not found"));
+                        }
+                        match m {
+                            "GET" => Ok(Reply::json(200, item_json(&env, map, &map.items[*k]))),
+                            "POST" => {
+                                lim.check(&key)?;
+                                let data = parse_data(c)?;
+                                let ttl = parse_ttl(c, &["ItemTtl", "Ttl"])?;
+                                if let Some(e) = map.items.get_mut(*k) {
+                                    e.update(data, ttl, env.now);
+                                }
+                                lim.record(key);
+                                Ok(Reply::json(200, item_json(&env, map, &map.items[*k])))
+                            }
+                            "DELETE" => {
+                                lim.check(&key)?;
+                                map.items.remove(*k);
+                                lim.record(key);
+                                Ok(Reply::empty(204))
+                            }
+                            _ => Err(Reply::err(405, 20004, "Method not allowed")),
+                        }
+                    }
+                    _ => Err(not_found(c)),
+                }
+            }
+            _ => Err(not_found(c)),
+        }
+    }
+}
+
+impl Service {
+    fn purge(&mut self, now: DateTime<Utc>) {
+        self.docs.retain(|d| d.live(now));
+        self.maps.retain(|m| m.meta.live(now));
+        for m in &mut self.maps {
+            m.items.retain(|_, e| e.live(now));
+        }
+    }
+
+    fn doc(&self, id: &str) -> Option<usize> {
+        self.docs.iter().position(|d| d.is(id))
+    }
+
+    fn map(&self, id: &str) -> Option<usize> {
+        self.maps.iter().position(|m| m.meta.is(id))
+    }
+}
+
+impl Entry {
+    fn new(
+        prefix: &str,
+        name: Option<String>,
+        data: Value,
+        ttl: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Entry {
+        Entry {
+            sid: if prefix.is_empty() {
+                String::new()
+            } else {
+                new_sid(prefix)
+            },
+            name,
+            data,
+            revision: 0,
+            expires: expiry(ttl, now),
+            created: now,
+            updated: now,
+        }
+    }
+
+    fn is(&self, id: &str) -> bool {
+        self.sid == id || self.name.as_deref() == Some(id)
+    }
+
+    fn live(&self, now: DateTime<Utc>) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+
+    fn update(&mut self, data: Option<Value>, ttl: Option<i64>, now: DateTime<Utc>) {
+        if let Some(d) = data {
+            self.data = d;
+        }
+        if ttl.is_some() {
+            self.expires = expiry(ttl, now);
+        }
+        self.revision += 1;
+        self.updated = now;
+    }
+}
+
+impl Limiter {
+    /// 429/54009 when the object already had WRITES_PER_SECOND writes in the last second.
+    fn check(&mut self, key: &str) -> Result<(), Reply> {
+        let now = Instant::now();
+        let q = self.0.entry(key.to_string()).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            q.pop_front();
+        }
+        if q.len() >= WRITES_PER_SECOND {
+            let mut r = Reply::err(429, 54009, "Rate limit exceeded");
+            r.headers.push(("Retry-After", "1"));
+            return Err(r);
+        }
+        Ok(())
+    }
+
+    /// Counts an accepted write.
+    fn record(&mut self, key: String) {
+        self.0.entry(key).or_default().push_back(Instant::now());
+    }
+}
+
+impl Ctx {
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.form
+            .iter()
+            .chain(&self.query)
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.all(name).first().copied()
+    }
+}
+
+impl Reply {
+    fn json(status: u16, body: Value) -> Reply {
+        Reply {
+            status,
+            body: Some(body),
+            headers: Vec::new(),
+        }
+    }
+
+    fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn err(status: u16, code: u32, message: &str) -> Reply {
+        Reply::json(
+            status,
+            json!({
+                "code": code,
+                "message": message,
+                "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+                "status": status,
+            }),
+        )
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut b = Response::builder().status(self.status);
+        for (k, v) in self.headers {
+            b = b.header(k, v);
+        }
+        let body = match self.body {
+            Some(v) => {
+                b = b.header("Content-Type", "application/json");
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+            }
+            None => Bytes::new(),
+        };
+        b.body(Full::new(body)).expect("twilio stub: response")
+    }
+}
+
+fn injected(status: u16) -> Reply {
+    let message = match status {
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Injected failure",
+    };
+    let mut r = Reply::err(status, 20000 + u32::from(status), message);
+    if status == 429 {
+        r.headers.push(("Retry-After", "1"));
+    }
+    r
+}
+
+fn not_found(c: &Ctx) -> Reply {
+    let msg = format!("The requested resource {} was not found", c.path);
+    Reply::err(404, 20404, &msg)
+}
+
+fn find<'a>(list: &'a [Value], field: &str, want: &str) -> Option<&'a Value> {
+    list.iter().find(|v| field_is(v, field, want))
+}
+
+fn fetch(list: &[Value], field: &str, want: &str, c: &Ctx) -> Reply {
+    match find(list, field, want) {
+        Some(v) => Reply::json(200, v.clone()),
+        None => not_found(c),
+    }
+}
+
+/// String fields compare as-is; booleans and numbers by their JSON text ("true", "3").
+fn field_is(v: &Value, field: &str, want: &str) -> bool {
+    match v.get(field) {
+        Some(Value::String(s)) => s == want,
+        Some(Value::Null) | None => false,
+        Some(other) => other.to_string().eq_ignore_ascii_case(want),
+    }
+}
+
+/// Keeps the objects matching every (query param → field) filter present in the request.
+fn filtered(list: &[Value], c: &Ctx, filters: &[(&str, &str)]) -> Vec<Value> {
+    let active: Vec<(&str, &str)> = filters
+        .iter()
+        .filter_map(|(p, f)| c.param(p).map(|v| (*f, v)))
+        .collect();
+    list.iter()
+        .filter(|v| active.iter().all(|(f, want)| field_is(v, f, want)))
+        .cloned()
+        .collect()
+}
+
+/// One page of a Twilio list: `{key: [...], meta: {...}}`. Position comes from `Page`;
+/// `PageToken` is accepted and ignored. Other query params are kept in the page URLs.
+fn page(base: &str, empty: &[String], c: &Ctx, key: &str, items: Vec<Value>) -> Reply {
+    let num = |name: &str| c.param(name).and_then(|v| v.trim().parse::<usize>().ok());
+    let size = num("PageSize").unwrap_or(50).clamp(1, 1000);
+    let page_no = num("Page").unwrap_or(0);
+    let items = if empty.iter().any(|p| c.path.starts_with(p.as_str())) {
+        Vec::new()
+    } else {
+        items
+    };
+    let start = page_no.saturating_mul(size);
+    let chunk: Vec<Value> = items.iter().skip(start).take(size).cloned().collect();
+    let has_next = start.saturating_add(size) < items.len();
+    let url = |n: usize, token: Option<String>| {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &c.query {
+            if !matches!(k.as_str(), "Page" | "PageSize" | "PageToken") {
+                ser.append_pair(k, v);
+            }
+        }
+        ser.append_pair("PageSize", &size.to_string());
+        ser.append_pair("Page", &n.to_string());
+        if let Some(t) = token {
+            ser.append_pair("PageToken", &t);
+        }
+        format!("{base}{}?{}", c.path, ser.finish())
+    };
+    let token = |kind: &str, n: usize| {
+        format!(
+            "P{kind}{:032x}",
+            (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        )
+    };
+    let meta = json!({
+        "page": page_no,
+        "page_size": size,
+        "first_page_url": url(0, None),
+        "previous_page_url": (page_no > 0).then(|| url(page_no - 1, Some(token("B", page_no)))),
+        "url": url(page_no, c.param("PageToken").map(str::to_string)),
+        "next_page_url": has_next.then(|| url(page_no + 1, Some(token("T", page_no + 1)))),
+        "key": key,
+    });
+    let mut body = serde_json::Map::new();
+    body.insert(key.to_string(), Value::Array(chunk));
+    body.insert("meta".to_string(), meta);
+    Reply::json(200, Value::Object(body))
+}
+
+/// Parses `Data`: None when absent; 400/54006 over 16 KiB, 400/54001 when not JSON.
+fn parse_data(c: &Ctx) -> Result<Option<Value>, Reply> {
+    let Some(raw) = c.param("Data") else {
+        return Ok(None);
+    };
+    if raw.len() > MAX_DATA_BYTES {
+        return Err(Reply::err(400, 54006, "Document/item data too large"));
+    }
+    serde_json::from_str(raw)
+        .map(Some)
+        .map_err(|_| Reply::err(400, 54001, "Invalid data"))
+}
+
+/// The first of `names` present, as a TTL in seconds (0..=31536000, else 400/54011).
+fn parse_ttl(c: &Ctx, names: &[&str]) -> Result<Option<i64>, Reply> {
+    let Some(raw) = names.iter().find_map(|n| c.param(n)) else {
+        return Ok(None);
+    };
+    match raw.trim().parse::<i64>() {
+        Ok(t) if (0..=MAX_TTL).contains(&t) => Ok(Some(t)),
+        _ => Err(Reply::err(400, 54011, "Invalid TTL")),
+    }
+}
+
+/// TTL 0 (or none) means "never expires".
+fn expiry(ttl: Option<i64>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    ttl.filter(|t| *t > 0)
+        .map(|t| now + chrono::Duration::seconds(t))
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn new_sid(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let a = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let b = (n ^ 0xA5A5_5A5A_DEAD_BEEF).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    format!("{prefix}{a:016x}{b:016x}")
+}
+
+fn common(env: &Env, e: &Entry) -> Value {
+    json!({
+        "account_sid": env.account_sid,
+        "service_sid": env.service_sid,
+        "revision": e.revision.to_string(),
+        "data": e.data,
+        "date_expires": e.expires.map(ts),
+        "date_created": ts(e.created),
+        "date_updated": ts(e.updated),
+        "created_by": "system",
+    })
+}
+
+fn with(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(x)) = (base.as_object_mut(), extra) {
+        b.extend(x);
+    }
+    base
+}
+
+fn doc_json(env: &Env, e: &Entry) -> Value {
+    let url = format!("{}/Documents/{}", env.url, e.sid);
+    with(
+        common(env, e),
+        json!({"sid": e.sid, "unique_name": e.name, "url": url}),
+    )
+}
+
+fn map_json(env: &Env, e: &Entry) -> Value {
+    let url = format!("{}/Maps/{}", env.url, e.sid);
+    let mut v = with(
+        common(env, e),
+        json!({"sid": e.sid, "unique_name": e.name, "links": {"items": format!("{url}/Items")}, "url": url}),
+    );
+    if let Some(o) = v.as_object_mut() {
+        o.remove("data");
+    }
+    v
+}
+
+fn item_json(env: &Env, map: &SyncMap, e: &Entry) -> Value {
+    let key = e.name.clone().unwrap_or_default();
+    let url = format!(
+        "{}/Maps/{}/Items/{}",
+        env.url,
+        map.meta.sid,
+        pct_encode(&key)
+    );
+    with(
+        common(env, e),
+        json!({"key": key, "map_sid": map.meta.sid, "url": url}),
+    )
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match hex
+            .filter(|_| b[i] == b'%')
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn pct_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AC: &str = "ACstub";
+    const TOKEN: &str = "stub-token";
+    const WS: &str = "WSstub";
+    const IS: &str = "ISstub";
+    const ACTIVITIES: &str = "/v1/Workspaces/WSstub/Activities";
+    const WORKERS: &str = "/v1/Workspaces/WSstub/Workers";
+    const TASKS: &str = "/v1/Workspaces/WSstub/Tasks";
+    const DOCS: &str = "/v1/Services/ISstub/Documents";
+    const MAPS: &str = "/v1/Services/ISstub/Maps";
+    const ITEMS: &str = "/v1/Services/ISstub/Maps/agents/Items";
+
+    struct Got {
+        status: u16,
+        body: Value,
+        retry_after: Option<String>,
+    }
+
+    impl Got {
+        /// Checks the Twilio error shape and returns (status, code).
+        fn err(&self) -> (u16, u64) {
+            let b = &self.body;
+            assert_eq!(b.as_object().map(|o| o.len()), Some(4), "error body: {b}");
+            let code = b["code"].as_u64().unwrap();
+            assert_eq!(b["status"], self.status);
+            assert_eq!(
+                b["more_info"],
+                format!("https://www.twilio.com/docs/errors/{code}")
+            );
+            (self.status, code)
+        }
+
+        fn str(&self, pointer: &str) -> String {
+            let v = self.body.pointer(pointer);
+            v.and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("{pointer} in {}", self.body))
+                .into()
+        }
+
+        fn sids(&self, key: &str) -> Vec<String> {
+            let list = self.body[key].as_array().unwrap();
+            list.iter()
+                .map(|t| t["sid"].as_str().unwrap().to_string())
+                .collect()
+        }
+    }
+
+    async fn send(
+        method: &str,
+        url: &str,
+        form: &[(&str, &str)],
+        auth: Option<(&str, &str)>,
+    ) -> Got {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = reqwest::Client::new().request(method.clone(), url);
+        if let Some((u, p)) = auth {
+            rb = rb.basic_auth(u, Some(p));
+        }
+        if method == reqwest::Method::POST {
+            rb = rb.form(form);
+        }
+        let resp = rb.send().await.expect("request to stub");
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().into());
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Got {
+            status,
+            body,
+            retry_after,
+        }
+    }
+
+    /// Authenticated calls with the account credentials.
+    trait Call {
+        async fn call(&self, method: &str, path: &str, form: &[(&str, &str)]) -> Got;
+        async fn get(&self, path: &str) -> Got {
+            self.call("GET", path, &[]).await
+        }
+        async fn post(&self, path: &str, form: &[(&str, &str)]) -> Got {
+            self.call("POST", path, form).await
+        }
+        async fn delete(&self, path: &str) -> Got {
+            self.call("DELETE", path, &[]).await
+        }
+    }
+
+    impl Call for TwilioStub {
+        async fn call(&self, method: &str, path: &str, form: &[(&str, &str)]) -> Got {
+            send(
+                method,
+                &format!("{}{path}", self.base_url()),
+                form,
+                Some((AC, TOKEN)),
+            )
+            .await
+        }
+    }
+
+    fn task(i: usize, status: &str) -> Value {
+        json!({"sid": format!("WT{i}"), "assignment_status": status,
+               "task_channel_unique_name": "voice", "task_queue_sid": "WQ1", "age": 5})
+    }
+
+    #[tokio::test]
+    async fn auth_is_required_and_accepts_token_and_api_keys() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let idle = json!({"sid": "WA1", "friendly_name": "Idle", "available": true});
+        stub.set_activities(WS, vec![idle]);
+        let url = format!("{}{ACTIVITIES}", stub.base_url());
+        let g = send("GET", &url, &[], None).await;
+        let want = json!({"code": 20003, "message": "Authenticate",
+            "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401});
+        assert_eq!((g.status, g.body), (401, want));
+        assert_eq!(
+            send("GET", &url, &[], Some((AC, "wrong"))).await.status,
+            401
+        );
+        let g = send("GET", &url, &[], Some((AC, TOKEN))).await;
+        assert_eq!(g.status, 200);
+        assert_eq!(g.str("/activities/0/friendly_name"), "Idle");
+        let key = Some(("SKkey1", "secret1"));
+        assert_eq!(send("GET", &url, &[], key).await.status, 401);
+        stub.add_api_key("SKkey1", "secret1");
+        assert_eq!(send("GET", &url, &[], key).await.status, 200);
+        assert_eq!(
+            send("GET", &url, &[], Some(("SKkey1", "no"))).await.status,
+            401
+        );
+        assert_eq!(stub.get("/v1/Nowhere").await.err(), (404, 20404));
+        assert_eq!(
+            stub.get("/v1/Workspaces/WSother/Workers").await.err(),
+            (404, 20404)
+        );
+        let recs = stub.requests();
+        assert_eq!(recs.len(), 8);
+        assert_eq!(
+            (recs[0].method.as_str(), recs[0].path.as_str()),
+            ("GET", ACTIVITIES)
+        );
+        assert_eq!(recs[0].status, 401);
+        assert!(recs.windows(2).all(|w| w[0].at <= w[1].at));
+        stub.clear_requests();
+        assert!(stub.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn workers_are_paged_by_following_next_page_url() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let worker = |i: usize| {
+            json!({"sid": format!("WK{i:032}"), "friendly_name": format!("w{i}"),
+                "activity_sid": "WA1", "activity_name": "Idle", "available": true,
+                "attributes": "{}", "date_created": "2024-01-01T00:00:00Z"})
+        };
+        stub.set_workers(WS, (0..120).map(worker).collect());
+        let mut url = Some(format!("{}{WORKERS}?PageSize=50", stub.base_url()));
+        let (mut sids, mut sizes) = (std::collections::BTreeSet::new(), Vec::new());
+        while let Some(u) = url {
+            let g = send("GET", &u, &[], Some((AC, TOKEN))).await;
+            assert_eq!(g.status, 200);
+            sizes.push(g.sids("workers").len());
+            for sid in g.sids("workers") {
+                assert!(sids.insert(sid), "duplicate sid");
+            }
+            assert_eq!(
+                (g.str("/meta/key"), &g.body["meta"]["page_size"]),
+                ("workers".into(), &json!(50))
+            );
+            url = g.body["meta"]["next_page_url"].as_str().map(str::to_string);
+            if let Some(n) = &url {
+                assert!(
+                    n.starts_with(&stub.base_url()) && n.contains("PageToken=PT"),
+                    "{n}"
+                );
+            }
+        }
+        assert_eq!((sizes, sids.len()), (vec![50, 50, 20], 120));
+        let idle = stub
+            .get(&format!("{WORKERS}?ActivityName=Idle&PageSize=1000"))
+            .await;
+        assert_eq!(idle.sids("workers").len(), 120);
+        let ch = json!({"sid": "WC1", "task_channel_unique_name": "voice"});
+        stub.set_worker_channels(WS, "WK1", vec![ch]);
+        assert_eq!(
+            stub.get(&format!("{WORKERS}/WK1/Channels"))
+                .await
+                .sids("channels"),
+            ["WC1"]
+        );
+        assert_eq!(
+            stub.get(&format!("{WORKERS}/WKx/Channels")).await.err(),
+            (404, 20404)
+        );
+    }
+
+    #[tokio::test]
+    async fn tasks_filter_by_assignment_status_and_empty_list_switch() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        stub.set_tasks(
+            WS,
+            TASK_STATUSES
+                .iter()
+                .enumerate()
+                .map(|(i, s)| task(i, s))
+                .collect(),
+        );
+        assert_eq!(stub.get(TASKS).await.sids("tasks").len(), 6);
+        let g = stub
+            .get(&format!("{TASKS}?AssignmentStatus=pending,reserved"))
+            .await;
+        assert_eq!(g.sids("tasks"), ["WT0", "WT1"]);
+        let g = stub
+            .get(&format!(
+                "{TASKS}?AssignmentStatus=assigned&AssignmentStatus=wrapping"
+            ))
+            .await;
+        assert_eq!(g.sids("tasks"), ["WT2", "WT3"]);
+        let g = stub
+            .get(&format!("{TASKS}?AssignmentStatus=completed&PageSize=1"))
+            .await;
+        assert_eq!(g.sids("tasks"), ["WT4"]);
+        assert!(g.body["meta"]["next_page_url"].is_null());
+        let g = stub
+            .get(&format!(
+                "{TASKS}?AssignmentStatus=pending,reserved&PageSize=1"
+            ))
+            .await;
+        let next = g.str("/meta/next_page_url");
+        assert!(
+            next.contains("AssignmentStatus=pending%2Creserved&PageSize=1&Page=1"),
+            "{next}"
+        );
+        assert_eq!(
+            stub.get(&format!("{TASKS}?AssignmentStatus=bogus"))
+                .await
+                .err(),
+            (400, 20001)
+        );
+
+        stub.set_empty_list(TASKS, true);
+        let g = stub.get(&format!("{TASKS}?AssignmentStatus=pending")).await;
+        assert_eq!((g.status, g.sids("tasks").len()), (200, 0));
+        assert!(g.body["meta"]["next_page_url"].is_null());
+        assert_eq!(stub.get(&format!("{TASKS}/WT0")).await.status, 200);
+        stub.set_empty_list(TASKS, false);
+        assert_eq!(stub.get(TASKS).await.sids("tasks").len(), 6);
+    }
+
+    #[tokio::test]
+    async fn documents_lifecycle_ttl_and_validation() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let g = stub
+            .post(DOCS, &[("UniqueName", "summary"), ("Data", r#"{"a":1}"#)])
+            .await;
+        assert_eq!(g.status, 201);
+        let sid = g.str("/sid");
+        assert!(sid.starts_with("ET") && sid.len() == 34, "{sid}");
+        assert_eq!(
+            (g.str("/unique_name"), g.str("/revision")),
+            ("summary".into(), "0".into())
+        );
+        assert_eq!(g.body["data"], json!({"a": 1}));
+        assert!(g.body["date_expires"].is_null());
+        assert_eq!(g.str("/created_by"), "system");
+        let dup = stub
+            .post(DOCS, &[("UniqueName", "summary"), ("Data", "{}")])
+            .await;
+        assert_eq!(dup.err(), (409, 54301));
+
+        let g = stub
+            .post(&format!("{DOCS}/summary"), &[("Data", r#"{"b":2}"#)])
+            .await;
+        assert_eq!((g.status, g.str("/revision")), (200, "1".into()));
+        assert_eq!(g.body["data"], json!({"b": 2}));
+        assert_eq!(
+            stub.get(&format!("{DOCS}/{sid}")).await.body["data"],
+            json!({"b": 2})
+        );
+        assert_eq!(stub.document(IS, "summary"), Some(json!({"b": 2})));
+        assert_eq!(
+            stub.get(&format!("{DOCS}/missing")).await.err(),
+            (404, 54100)
+        );
+        let g = stub
+            .post(&format!("{DOCS}/missing"), &[("Data", "{}")])
+            .await;
+        assert_eq!(g.err(), (404, 54100));
+
+        let g = stub
+            .post(DOCS, &[("UniqueName", "ttl"), ("Ttl", "3600")])
+            .await;
+        assert_eq!(g.status, 201);
+        let first = g.str("/date_expires");
+        let exp = DateTime::parse_from_rfc3339(&first)
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!((exp - Utc::now()).num_seconds().abs_diff(3600) <= 5);
+        assert_eq!(stub.document_ttl_expires(IS, "ttl"), Some(first.clone()));
+        let renewed = stub
+            .post(&format!("{DOCS}/ttl"), &[("Ttl", "7200")])
+            .await
+            .str("/date_expires");
+        assert!(renewed > first, "{renewed} vs {first}");
+        assert_eq!(stub.document_ttl_expires(IS, "ttl"), Some(renewed));
+
+        let g = stub
+            .post(DOCS, &[("UniqueName", "x"), ("Data", "{nope")])
+            .await;
+        assert_eq!(g.err(), (400, 54001));
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(17 * 1024));
+        let g = stub
+            .post(DOCS, &[("UniqueName", "x"), ("Data", &big)])
+            .await;
+        assert_eq!(g.err(), (400, 54006));
+        let g = stub
+            .post(&format!("{DOCS}/summary"), &[("Data", &big)])
+            .await;
+        assert_eq!(g.err(), (400, 54006));
+        for bad in ["-1", "31536001", "soon"] {
+            let g = stub.post(DOCS, &[("UniqueName", "x"), ("Ttl", bad)]).await;
+            assert_eq!(g.err(), (400, 54011));
+        }
+        assert!(stub.document(IS, "x").is_none());
+        assert_eq!(stub.delete(&format!("{DOCS}/summary")).await.status, 204);
+        assert!(stub.document(IS, "summary").is_none());
+    }
+
+    #[tokio::test]
+    async fn maps_and_items() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let g = stub.post(MAPS, &[("UniqueName", "agents")]).await;
+        assert_eq!(g.status, 201);
+        let map_sid = g.str("/sid");
+        assert!(map_sid.starts_with("MP"));
+        assert_eq!(
+            stub.post(MAPS, &[("UniqueName", "agents")]).await.err(),
+            (409, 54301)
+        );
+        assert_eq!(
+            stub.get(&format!("{MAPS}/{map_sid}"))
+                .await
+                .str("/unique_name"),
+            "agents"
+        );
+        assert_eq!(stub.get(&format!("{MAPS}/nomap")).await.err(), (404, 54200));
+
+        let g = stub
+            .post(
+                ITEMS,
+                &[
+                    ("Key", "WK1"),
+                    ("Data", r#"{"s":"idle"}"#),
+                    ("ItemTtl", "60"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            (g.status, g.str("/key"), g.str("/map_sid")),
+            (201, "WK1".into(), map_sid.clone())
+        );
+        assert!(g.body["date_expires"].is_string());
+        assert_eq!(
+            stub.post(ITEMS, &[("Key", "WK1"), ("Data", "{}")])
+                .await
+                .err(),
+            (409, 54208)
+        );
+        let g = stub
+            .post(&format!("{ITEMS}/WK1"), &[("Data", r#"{"s":"busy"}"#)])
+            .await;
+        assert_eq!((g.status, g.str("/revision")), (200, "1".into()));
+        let g = stub.post(ITEMS, &[("Key", "a b/c"), ("Data", "[1]")]).await;
+        assert_eq!(g.status, 201);
+        assert!(g.str("/url").ends_with("/Items/a%20b%2Fc"));
+        assert_eq!(
+            stub.get(&format!("{ITEMS}/a%20b%2Fc")).await.body["data"],
+            json!([1])
+        );
+        assert_eq!(stub.get(&format!("{ITEMS}/WK9")).await.err(), (404, 54201));
+        let g = stub.post(&format!("{ITEMS}/WK9"), &[("Data", "{}")]).await;
+        assert_eq!(g.err(), (404, 54201));
+        assert_eq!(
+            stub.get(&format!("{MAPS}/nomap/Items/WK1")).await.err(),
+            (404, 54200)
+        );
+        let g = stub
+            .post(
+                &format!("{MAPS}/nomap/Items"),
+                &[("Key", "k"), ("Data", "{}")],
+            )
+            .await;
+        assert_eq!(g.err(), (404, 54200));
+        assert_eq!(
+            stub.post(ITEMS, &[("Key", "k"), ("Data", "{")]).await.err(),
+            (400, 54001)
+        );
+
+        let list = stub.get(&format!("{ITEMS}?PageSize=1")).await;
+        assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+        assert_eq!(list.str("/meta/key"), "items");
+        assert!(list.body["meta"]["next_page_url"].is_string());
+        let seen = stub.map_items(IS, "agents");
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen["WK1"], json!({"s": "busy"}));
+        assert_eq!(stub.map_items(IS, &map_sid).len(), 2);
+        assert_eq!(stub.delete(&format!("{ITEMS}/WK1")).await.status, 204);
+        assert!(!stub.map_items(IS, "agents").contains_key("WK1"));
+        assert!(stub.map_items(IS, "nomap").is_empty());
+    }
+
+    #[tokio::test]
+    async fn sync_writes_are_rate_limited_per_object() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        assert_eq!(stub.post(DOCS, &[("UniqueName", "hot")]).await.status, 201);
+        assert_eq!(stub.post(DOCS, &[("UniqueName", "cold")]).await.status, 201);
+        let hot = format!("{DOCS}/hot");
+        let mut limited = 0;
+        for i in 0..25 {
+            let g = stub
+                .post(&hot, &[("Data", &format!(r#"{{"i":{i}}}"#))])
+                .await;
+            if g.status == 429 {
+                assert_eq!(
+                    (g.err(), g.retry_after.as_deref()),
+                    ((429, 54009), Some("1"))
+                );
+                limited += 1;
+            } else {
+                assert_eq!(g.status, 200);
+            }
+        }
+        assert!(limited > 0, "expected some 429s");
+        assert_eq!(
+            stub.post(&format!("{DOCS}/cold"), &[("Data", "{}")])
+                .await
+                .status,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(stub.post(&hot, &[("Data", "{}")]).await.status, 200);
+
+        assert_eq!(
+            stub.post(MAPS, &[("UniqueName", "agents")]).await.status,
+            201
+        );
+        let mut statuses = Vec::new();
+        for i in 0..22 {
+            let k = format!("k{i}");
+            statuses.push(
+                stub.post(ITEMS, &[("Key", &k), ("Data", "{}")])
+                    .await
+                    .status,
+            );
+        }
+        assert!(
+            statuses.contains(&429),
+            "items count against their map: {statuses:?}"
+        );
+        assert!(stub.requests().iter().any(|r| r.status == 429));
+    }
+
+    #[tokio::test]
+    async fn fail_next_injects_errors() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        stub.set_tasks(WS, vec![task(1, "pending")]);
+        stub.fail_next(TASKS, 500, 2);
+        assert_eq!(stub.get(TASKS).await.err(), (500, 20500));
+        assert_eq!(stub.get(TASKS).await.err(), (500, 20500));
+        assert_eq!(stub.get(TASKS).await.status, 200);
+        stub.fail_next("/v1/Workspaces", 429, 1);
+        let g = stub.get(TASKS).await;
+        assert_eq!(
+            (g.err(), g.retry_after.as_deref()),
+            ((429, 20429), Some("1"))
+        );
+        stub.fail_next("/v1/Services", 503, 1);
+        assert_eq!(
+            stub.post(DOCS, &[("UniqueName", "d")]).await.err(),
+            (503, 20503)
+        );
+        assert_eq!(stub.post(DOCS, &[("UniqueName", "d")]).await.status, 201);
+        let statuses: Vec<u16> = stub.requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, vec![500, 500, 200, 429, 503, 201]);
+        let last = stub.requests().pop().unwrap();
+        assert_eq!((last.method.as_str(), last.path.as_str()), ("POST", DOCS));
+        assert_eq!(last.form, vec![("UniqueName".to_string(), "d".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_stub_stops_the_server() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let base = stub.base_url();
+        drop(stub);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = reqwest::Client::new()
+            .get(format!("{base}/v1/x"))
+            .send()
+            .await;
+        assert!(r.is_err(), "server still answering after drop");
+    }
+}
