@@ -14,7 +14,11 @@ async fn main() {
         .collect();
     let admin = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    for n in if sizes.is_empty() { vec![10_000, 1_000_000] } else { sizes } {
+    for n in if sizes.is_empty() {
+        vec![10_000, 1_000_000]
+    } else {
+        sizes
+    } {
         let name = format!("trs_cost_{n}");
         let (c, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
             .await

@@ -50,6 +50,63 @@ pub struct Config {
     pub publish: Publish,
     #[serde(default)]
     pub log: Log,
+    /// User-defined jobs: SQL over the summary tables, published to Sync on a schedule.
+    #[serde(default)]
+    pub jobs: Vec<Job>,
+}
+
+/// A user-defined job (`[[jobs]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub name: String,
+    /// Cron with seconds.
+    pub schedule: String,
+    /// A read-only query; named parameters like `:today_start` (see the README).
+    pub sql: String,
+    pub target: JobTarget,
+    /// Sync TTL of what the job writes, renewed on every write; 0 = never expire.
+    #[serde(default)]
+    pub ttl_seconds: u64,
+    /// Statement timeout; a run that takes longer is cancelled.
+    #[serde(default = "default_job_timeout_ms")]
+    pub timeout_ms: u64,
+    /// More rows than this is an error (nothing is published).
+    #[serde(default = "default_job_max_rows")]
+    pub max_rows: usize,
+}
+
+fn default_job_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_job_max_rows() -> usize {
+    1_000
+}
+
+/// Where a job's result goes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum JobTarget {
+    /// A document: the single row as one object (`shape = "object"`), or
+    /// `{"rows": [...]}` (`shape = "rows"`).
+    Document {
+        name: String,
+        #[serde(default)]
+        shape: DocShape,
+    },
+    /// A map with one item per row, keyed by the value of column `key`.
+    Map { name: String, key: String },
+    /// A list with one item per row, in query order.
+    List { name: String },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DocShape {
+    #[default]
+    Object,
+    Rows,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -422,6 +479,49 @@ impl Config {
         check_sid(&mut p, "twilio.api_key_sid", &self.twilio.api_key_sid, "SK");
         if !self.twilio.api_key_sid.is_empty() && self.twilio.api_key_secret.is_empty() {
             p.push("twilio.api_key_secret: missing (required with twilio.api_key_sid)".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, j) in self.jobs.iter().enumerate() {
+            let label = if j.name.is_empty() {
+                format!("jobs[{i}]")
+            } else {
+                format!("jobs[{}]", j.name)
+            };
+            if j.name.is_empty() {
+                p.push(format!("{label}.name: missing"));
+            } else if !names.insert(j.name.clone()) {
+                p.push(format!("{label}.name: used by another job"));
+            }
+            check_cron(&mut p, &format!("{label}.schedule"), &j.schedule);
+            if j.sql.trim().is_empty() {
+                p.push(format!("{label}.sql: missing"));
+            } else if let Err(e) = crate::jobs::bind_named(&j.sql) {
+                p.push(format!("{label}.sql: {e}"));
+            }
+            if !(1..=600_000).contains(&j.timeout_ms) {
+                p.push(format!("{label}.timeout_ms: must be between 1 and 600000"));
+            }
+            if !(1..=10_000).contains(&j.max_rows) {
+                p.push(format!("{label}.max_rows: must be between 1 and 10000"));
+            }
+            if j.ttl_seconds > 31_536_000 {
+                p.push(format!("{label}.ttl_seconds: Sync allows at most 31536000"));
+            }
+            let target_name = match &j.target {
+                JobTarget::Document { name, .. } | JobTarget::List { name } => name,
+                JobTarget::Map { name, key } => {
+                    if key.is_empty() {
+                        p.push(format!("{label}.target.key: missing"));
+                    }
+                    name
+                }
+            };
+            if target_name.is_empty() || target_name.len() > 256 {
+                p.push(format!("{label}.target.name: must be 1 to 256 characters"));
+            }
+        }
+        if !self.jobs.is_empty() && self.twilio.sync_service_sid.is_empty() {
+            p.push("twilio.sync_service_sid: missing (required by [[jobs]])".into());
         }
         if self.log.format != "text" && self.log.format != "json" {
             p.push(format!(

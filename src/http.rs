@@ -168,6 +168,8 @@ async fn readyz(st: &AppState) -> Response<Body> {
     };
     let q = st.queue.status();
     let ready = pg.is_ok();
+    let jobs = serde_json::to_value(&*st.metrics.jobs.lock().unwrap_or_else(|p| p.into_inner()))
+        .unwrap_or_default();
     respond(
         if ready {
             StatusCode::OK
@@ -180,6 +182,7 @@ async fn readyz(st: &AppState) -> Response<Body> {
             "queue": {"open": true, "depth": q.depth, "retrying": q.retrying,
                       "dead_letters": q.dead_letters, "oldest_age_seconds": q.oldest_age_seconds,
                       "disk_bytes": q.disk_bytes},
+            "jobs": jobs,
         }),
     )
 }

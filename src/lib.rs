@@ -17,6 +17,7 @@ pub mod config;
 pub mod dispatch;
 pub mod event;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod publish;
 pub mod queue;

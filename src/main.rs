@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 use taskrouter_summarizer::config::{Config, ConfigError};
-use taskrouter_summarizer::{metrics::Metrics, queue::Queue, server, signature, store};
+use taskrouter_summarizer::{jobs, metrics::Metrics, queue::Queue, server, signature, store};
 
 #[derive(Parser)]
 #[command(
@@ -40,12 +40,25 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// User-defined jobs from the config.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Print a signed sample callback as a curl command, for trying the service out.
     SampleCallback {
         /// Where to send it (default: the configured listen address).
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Name, schedule and target of every job.
+    List,
+    /// Run a job's query once and print the JSON it would publish (nothing is published).
+    Run { name: String },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +161,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Jobs { command } => match command {
+            JobsCommand::List => {
+                for j in &cfg.jobs {
+                    println!(
+                        "{}",
+                        serde_json::json!({"name": j.name, "schedule": j.schedule,
+                            "target": format!("{:?}", j.target), "timeout_ms": j.timeout_ms,
+                            "max_rows": j.max_rows, "ttl_seconds": j.ttl_seconds})
+                    );
+                }
+                Ok(())
+            }
+            JobsCommand::Run { name } => {
+                let Some(job) = cfg.jobs.iter().find(|j| j.name == name) else {
+                    let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+                    bail!("no job named `{name}` (jobs: {})", names.join(", "));
+                };
+                runtime()?.block_on(async {
+                    let pool = store::pool(&cfg)?;
+                    let started = std::time::Instant::now();
+                    let rows = jobs::query(&pool, &cfg, job).await?;
+                    let out = jobs::shape(job, rows)?;
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    eprintln!("({} ms)", started.elapsed().as_millis());
+                    Ok(())
+                })
+            }
+        },
         Command::SampleCallback { url } => {
             let target = url.unwrap_or_else(|| {
                 format!(
@@ -201,6 +242,24 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let mut problems = cfg.problems();
     if let Err(p) = cfg.check_queue_path() {
         problems.push(p);
+    }
+    if problems.is_empty() && !cfg.jobs.is_empty() {
+        // Jobs' SQL is checked against the database itself. An unreachable database is
+        // only a warning: `serve` must start (and ingest) while Postgres is down.
+        let checked = runtime()?.block_on(async {
+            let pool = store::pool(&cfg)?;
+            tokio::time::timeout(
+                std::time::Duration::from_secs(cfg.postgres.connect_timeout_secs + 5),
+                jobs::check_sql(&pool, &cfg),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out"))?
+            .map_err(anyhow::Error::from)
+        });
+        match checked {
+            Ok(p) => problems.extend(p),
+            Err(e) => eprintln!("warning: jobs' SQL not checked, Postgres unreachable: {e:#}"),
+        }
     }
     if !problems.is_empty() {
         bail!("{}", ConfigError::Invalid(problems));

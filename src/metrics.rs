@@ -29,6 +29,8 @@ pub struct Metrics {
     pub sync_errors: AtomicU64,
     /// 1 while this instance holds the publisher lock.
     pub publisher_leader: AtomicU64,
+    /// User-defined jobs, by name.
+    pub jobs: std::sync::Mutex<std::collections::BTreeMap<String, crate::jobs::JobStatus>>,
 }
 
 impl Metrics {
@@ -146,6 +148,52 @@ impl Metrics {
             ),
         ] {
             metric(&mut s, "gauge", name, help, &[("", v)]);
+        }
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if !jobs.is_empty() {
+            let per_job = |f: &dyn Fn(&crate::jobs::JobStatus) -> String| -> Vec<(String, String)> {
+                jobs.iter()
+                    .map(|(n, st)| (format!("{{job=\"{}\"}}", n.replace('"', "'")), f(st)))
+                    .collect()
+            };
+            for (name, kind, help, samples) in [
+                (
+                    "trs_job_runs_total",
+                    "counter",
+                    "Runs of each user-defined job.",
+                    per_job(&|st| st.runs.to_string()),
+                ),
+                (
+                    "trs_job_failures_total",
+                    "counter",
+                    "Failed runs of each job.",
+                    per_job(&|st| st.failures.to_string()),
+                ),
+                (
+                    "trs_job_last_duration_seconds",
+                    "gauge",
+                    "Duration of each job's last run.",
+                    per_job(&|st| format!("{}", st.last_duration_ms.unwrap_or(0) as f64 / 1000.0)),
+                ),
+                (
+                    "trs_job_last_run_ok",
+                    "gauge",
+                    "1 when the job's last run succeeded.",
+                    per_job(&|st| {
+                        if st.last_error.is_none() {
+                            "1".into()
+                        } else {
+                            "0".into()
+                        }
+                    }),
+                ),
+            ] {
+                let refs: Vec<(&str, String)> = samples
+                    .iter()
+                    .map(|(l, v)| (l.as_str(), v.clone()))
+                    .collect();
+                metric(&mut s, kind, name, help, &refs);
+            }
         }
         s
     }

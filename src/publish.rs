@@ -36,41 +36,32 @@ pub const LEADER_RETRY: Duration = Duration::from_secs(2);
 /// The advisory lock key that elects the publisher ("trs-publ").
 const LEADER_LOCK: i64 = 0x7472_732d_7075_626c;
 
-struct Written {
-    data: Value,
-    at: Instant,
-}
-
-pub struct Publisher {
+/// Writes to one Sync service: documents, map items and list items, creating what is
+/// missing. Cheap to clone.
+#[derive(Clone)]
+pub struct SyncWriter {
     client: TwilioClient,
     service_sid: String,
     ttl: u64,
-    pool: Pool,
-    sla: Sla,
-    db_url: Secret,
-    schedule: cron::Schedule,
-    metrics: Arc<Metrics>,
-    last: HashMap<String, Written>,
 }
 
-impl Publisher {
-    pub fn new(
-        cfg: &Config,
-        client: TwilioClient,
-        pool: Pool,
-        metrics: Arc<Metrics>,
-    ) -> Result<Publisher, cron::error::Error> {
-        Ok(Publisher {
+impl SyncWriter {
+    pub fn new(cfg: &Config, client: TwilioClient) -> SyncWriter {
+        SyncWriter {
             client,
             service_sid: cfg.twilio.sync_service_sid.clone(),
             ttl: cfg.publish.ttl_seconds,
-            pool,
-            sla: cfg.sla.clone(),
-            db_url: cfg.postgres.url.clone(),
-            schedule: cfg.publish.schedule.parse()?,
-            metrics,
-            last: HashMap::new(),
-        })
+        }
+    }
+
+    /// The same writer with another TTL (0 = never expire).
+    pub fn with_ttl(mut self, ttl: u64) -> SyncWriter {
+        self.ttl = ttl;
+        self
+    }
+
+    pub fn ttl(&self) -> u64 {
+        self.ttl
     }
 
     fn service_url(&self, rest: &str) -> String {
@@ -87,7 +78,7 @@ impl Publisher {
         }
     }
 
-    async fn write_document(&self, name: &str, data: &Value) -> Result<(), TwilioError> {
+    pub async fn write_document(&self, name: &str, data: &Value) -> Result<(), TwilioError> {
         let mut form = vec![("Data", data.to_string())];
         self.ttl_form("Ttl", &mut form);
         let url = self.service_url(&format!("Documents/{}", segment(name)));
@@ -111,7 +102,17 @@ impl Publisher {
         }
     }
 
-    async fn write_item(&self, map: &str, key: &str, data: &Value) -> Result<(), TwilioError> {
+    /// Creates a map or list container when missing (409: it exists, fine).
+    async fn create_container(&self, kind: &str, name: &str) -> Result<(), TwilioError> {
+        let mut m = vec![("UniqueName", name.to_owned())];
+        self.ttl_form("CollectionTtl", &mut m);
+        match self.client.post(&self.service_url(kind), &m).await {
+            Err(e) if e.status() != Some(409) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn write_item(&self, map: &str, key: &str, data: &Value) -> Result<(), TwilioError> {
         let mut form = vec![("Data", data.to_string())];
         self.ttl_form("ItemTtl", &mut form);
         let item_url = self.service_url(&format!("Maps/{}/Items/{}", segment(map), segment(key)));
@@ -119,13 +120,7 @@ impl Publisher {
         match self.client.post(&item_url, &form).await {
             Err(e) if e.status() == Some(404) => {
                 if e.code() == Some(54200) {
-                    // The map itself is missing.
-                    let mut m = vec![("UniqueName", map.to_owned())];
-                    self.ttl_form("CollectionTtl", &mut m);
-                    match self.client.post(&self.service_url("Maps"), &m).await {
-                        Err(e) if e.status() != Some(409) => return Err(e),
-                        _ => {}
-                    }
+                    self.create_container("Maps", map).await?;
                 }
                 let mut create = form.clone();
                 create.push(("Key", key.to_owned()));
@@ -140,49 +135,193 @@ impl Publisher {
         }
     }
 
+    pub async fn delete_item(&self, map: &str, key: &str) -> Result<(), TwilioError> {
+        let url = self.service_url(&format!("Maps/{}/Items/{}", segment(map), segment(key)));
+        match self.client.delete(&url).await {
+            Err(e) if e.status() == Some(404) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Makes a list hold `rows`, in order, given what was written last time
+    /// (`indexes` and `previous` data): updates the items whose data changed, appends
+    /// the new ones, deletes the surplus. Writes are paced to stay under Sync's 20/s
+    /// per list. Returns the indexes of the items, in row order.
+    pub async fn write_list(
+        &self,
+        list: &str,
+        indexes: &[i64],
+        previous: &[Value],
+        rows: &[Value],
+    ) -> Result<Vec<i64>, TwilioError> {
+        let items_url = self.service_url(&format!("Lists/{}/Items", segment(list)));
+        let pace = || tokio::time::sleep(Duration::from_millis(1000 / 15));
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let mut form = vec![("Data", row.to_string())];
+            self.ttl_form("ItemTtl", &mut form);
+            if let Some(idx) = indexes.get(i) {
+                if previous.get(i) == Some(row) {
+                    out.push(*idx);
+                    continue;
+                }
+                pace().await;
+                match self.client.post(&format!("{items_url}/{idx}"), &form).await {
+                    Ok(_) => {
+                        out.push(*idx);
+                        continue;
+                    }
+                    Err(e) if e.status() == Some(404) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            pace().await;
+            let created = match self.client.post(&items_url, &form).await {
+                Err(e) if e.status() == Some(404) => {
+                    self.create_container("Lists", list).await?;
+                    self.client.post(&items_url, &form).await?
+                }
+                r => r?,
+            };
+            out.push(created.get("index").and_then(Value::as_i64).unwrap_or(-1));
+        }
+        for idx in indexes.iter().skip(rows.len()) {
+            pace().await;
+            match self.client.delete(&format!("{items_url}/{idx}")).await {
+                Err(e) if e.status() != Some(404) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Remembers what was written when, to write only changes and respect Sync's rates.
+#[derive(Default)]
+pub struct Tracker {
+    last: HashMap<String, Written>,
+    per_container: HashMap<String, usize>,
+}
+
+pub struct Written {
+    pub data: Value,
+    pub at: Instant,
+}
+
+impl Tracker {
+    /// Starts a tick: resets the per-container write budget.
+    pub fn tick(&mut self) {
+        self.per_container.clear();
+    }
+
+    /// Whether `data` for object `id` in `container` should be written now: it changed
+    /// (or its TTL is half spent), its last write is at least a second old, and the
+    /// container's budget for this tick is not used up. Counts the write if so.
+    pub fn should_write(&mut self, id: &str, container: &str, data: &Value, ttl: u64) -> bool {
+        let prev = self.last.get(id);
+        let changed = prev.is_none_or(|p| &p.data != data);
+        let ttl_due =
+            ttl > 0 && prev.is_some_and(|p| p.at.elapsed() >= Duration::from_secs(ttl / 2));
+        if !changed && !ttl_due {
+            return false;
+        }
+        if prev.is_some_and(|p| p.at.elapsed() < Duration::from_millis(990)) {
+            return false;
+        }
+        let n = self.per_container.entry(container.to_owned()).or_default();
+        if *n >= WRITES_PER_CONTAINER_PER_TICK {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn written(&mut self, id: String, data: Value) {
+        self.last.insert(
+            id,
+            Written {
+                data,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    pub fn forget(&mut self, id: &str) {
+        self.last.remove(id);
+    }
+
+    pub fn clear(&mut self) {
+        self.last.clear();
+    }
+}
+
+/// The size Sync would see, or an error message when it is over the limit.
+pub fn check_size(data: &Value) -> Result<usize, String> {
+    let n = data.to_string().len();
+    if n > MAX_DATA_BYTES {
+        Err(format!("{n} bytes is over Sync's 16 KiB limit"))
+    } else {
+        Ok(n)
+    }
+}
+
+pub struct Publisher {
+    writer: SyncWriter,
+    pool: Pool,
+    sla: Sla,
+    db_url: Secret,
+    schedule: cron::Schedule,
+    metrics: Arc<Metrics>,
+    tracker: Tracker,
+}
+
+impl Publisher {
+    pub fn new(
+        cfg: &Config,
+        client: TwilioClient,
+        pool: Pool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Publisher, cron::error::Error> {
+        Ok(Publisher {
+            writer: SyncWriter::new(cfg, client),
+            pool,
+            sla: cfg.sla.clone(),
+            db_url: cfg.postgres.url.clone(),
+            schedule: cfg.publish.schedule.parse()?,
+            metrics,
+            tracker: Tracker::default(),
+        })
+    }
+
     /// Writes the objects that changed (within the per-object limits). Returns how many
     /// were written.
     pub async fn publish(&mut self, objects: Vec<SyncObject>) -> usize {
-        let mut per_container: HashMap<String, usize> = HashMap::new();
+        self.tracker.tick();
         let mut written = 0;
         for obj in objects {
             let id = obj.id();
-            let prev = self.last.get(&id);
-            let changed = prev.is_none_or(|p| &p.data != obj.data());
-            let ttl_due = self.ttl > 0
-                && prev.is_some_and(|p| p.at.elapsed() >= Duration::from_secs(self.ttl / 2));
-            if !changed && !ttl_due {
+            if !self
+                .tracker
+                .should_write(&id, obj.container(), obj.data(), self.writer.ttl())
+            {
                 continue;
             }
-            if prev.is_some_and(|p| p.at.elapsed() < Duration::from_millis(990)) {
-                continue;
-            }
-            let n = per_container.entry(obj.container().to_owned()).or_default();
-            if *n >= WRITES_PER_CONTAINER_PER_TICK {
-                continue;
-            }
-            let size = obj.data().to_string().len();
-            if size > MAX_DATA_BYTES {
-                tracing::error!(object = %id, bytes = size, "summary is over Sync's 16 KiB limit; not sent");
+            if let Err(e) = check_size(obj.data()) {
+                tracing::error!(object = %id, error = %e, "summary not sent");
                 self.metrics.sync_errors.fetch_add(1, Relaxed);
                 continue;
             }
-            *n += 1;
             let r = match &obj {
-                SyncObject::Document { name, data } => self.write_document(name, data).await,
-                SyncObject::MapItem { map, key, data } => self.write_item(map, key, data).await,
+                SyncObject::Document { name, data } => self.writer.write_document(name, data).await,
+                SyncObject::MapItem { map, key, data } => {
+                    self.writer.write_item(map, key, data).await
+                }
             };
             match r {
                 Ok(()) => {
                     written += 1;
                     self.metrics.sync_writes.fetch_add(1, Relaxed);
-                    self.last.insert(
-                        id,
-                        Written {
-                            data: obj.data().clone(),
-                            at: Instant::now(),
-                        },
-                    );
+                    self.tracker.written(id, obj.data().clone());
                 }
                 Err(e) => {
                     self.metrics.sync_errors.fetch_add(1, Relaxed);
@@ -214,7 +353,7 @@ impl Publisher {
                     leader = None;
                     self.metrics.publisher_leader.store(0, Relaxed);
                     // Another instance may have published meanwhile: rewrite everything.
-                    self.last.clear();
+                    self.tracker.clear();
                 }
             }
             if leader.is_none() && Instant::now() >= next_try {

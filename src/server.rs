@@ -9,8 +9,9 @@
 use crate::config::Config;
 use crate::dispatch;
 use crate::http::{self, AppState};
+use crate::jobs;
 use crate::metrics::Metrics;
-use crate::publish::Publisher;
+use crate::publish::{Publisher, SyncWriter};
 use crate::queue::Queue;
 use crate::store::{self, Store};
 use crate::taskrouter::{self, RestSync};
@@ -77,6 +78,13 @@ pub async fn run(
     if !cfg.twilio.sync_service_sid.is_empty() {
         let p = Publisher::new(&cfg, twilio.clone(), store.pool().clone(), metrics.clone())?;
         background.push(tokio::spawn(p.run(pipeline_stop.clone())));
+        background.extend(jobs::spawn_all(
+            &cfg,
+            store.pool().clone(),
+            SyncWriter::new(&cfg, twilio.clone()),
+            metrics.clone(),
+            pipeline_stop.clone(),
+        ));
     } else {
         tracing::info!("twilio.sync_service_sid is empty: not publishing to Sync");
     }

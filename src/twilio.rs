@@ -118,6 +118,11 @@ impl TwilioClient {
         self.send(reqwest::Method::POST, url, form).await
     }
 
+    /// DELETE.
+    pub async fn delete(&self, url: &str) -> Result<(), TwilioError> {
+        self.send(reqwest::Method::DELETE, url, &[]).await.map(drop)
+    }
+
     /// Every item of a paged list, following `meta.next_page_url`.
     pub async fn list(&self, first_url: &str, key: &str) -> Result<Vec<Value>, TwilioError> {
         let mut out = Vec::new();

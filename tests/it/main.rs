@@ -4,6 +4,7 @@
 mod crash;
 mod harness;
 mod ingest;
+mod jobs;
 mod outage;
 mod poison;
 mod sync;

@@ -61,7 +61,8 @@ struct Workspace {
     tasks: Vec<Value>,
 }
 
-/// A Sync document, map or map item (`name` is the unique name, or the item key).
+/// A Sync document, map, map item, list or list item (`name` is the unique name, or the
+/// map item key; list items have none, their index is the key of `SyncList::items`).
 struct Entry {
     sid: String,
     name: Option<String>,
@@ -77,10 +78,18 @@ struct SyncMap {
     items: BTreeMap<String, Entry>,
 }
 
+/// `next_index` only grows: indexes of deleted or expired items are never reused.
+struct SyncList {
+    meta: Entry,
+    items: BTreeMap<i64, Entry>,
+    next_index: i64,
+}
+
 #[derive(Default)]
 struct Service {
     docs: Vec<Entry>,
     maps: Vec<SyncMap>,
+    lists: Vec<SyncList>,
 }
 
 #[derive(Default)]
@@ -225,6 +234,18 @@ impl TwilioStub {
                     .iter()
                     .map(|(k, e)| (k.clone(), e.data.clone()))
                     .collect()
+            })
+        })
+        .unwrap_or_default()
+    }
+
+    /// (index, data) for every live item of the list (looked up by unique name or sid), in
+    /// index order; empty when the list is missing.
+    pub fn list_items(&self, service_sid: &str, list_name: &str) -> Vec<(i64, Value)> {
+        self.with_service(service_sid, |s| {
+            s.list(list_name).map(|i| {
+                let items = &s.lists[i].items;
+                items.iter().map(|(k, e)| (*k, e.data.clone())).collect()
             })
         })
         .unwrap_or_default()
@@ -601,6 +622,109 @@ impl State {
                     _ => Err(not_found(c)),
                 }
             }
+            ("POST", ["Lists"]) => {
+                let ttl = parse_ttl(c, &["Ttl", "CollectionTtl"])?;
+                let name = c.param("UniqueName").map(str::to_string);
+                if name.as_deref().is_some_and(|n| svc.list(n).is_some()) {
+                    return Err(Reply::err(409, 54301, "Unique name already exists"));
+                }
+                let meta = Entry::new("ES", name, Value::Null, ttl, env.now);
+                lim.record(rate_key(&meta.sid));
+                let body = list_json(&env, &meta);
+                svc.lists.push(SyncList {
+                    meta,
+                    items: BTreeMap::new(),
+                    next_index: 0,
+                });
+                Ok(Reply::json(201, body))
+            }
+            ("GET", ["Lists"]) => {
+                let items = svc.lists.iter().map(|l| list_json(&env, &l.meta)).collect();
+                Ok(page(&self.base_url, &self.empty_lists, c, "lists", items))
+            }
+            (m, ["Lists", id, rest @ ..]) => {
+                let i = svc
+                    .list(id)
+                    .ok_or_else(|| Reply::err(404, 54150, "List not found"))?;
+                let key = rate_key(&svc.lists[i].meta.sid);
+                let list = &mut svc.lists[i];
+                match (m, rest) {
+                    ("GET", []) => Ok(Reply::json(200, list_json(&env, &list.meta))),
+                    ("POST", []) => {
+                        lim.check(&key)?;
+                        let ttl = parse_ttl(c, &["Ttl", "CollectionTtl"])?;
+                        list.meta.update(None, ttl, env.now);
+                        lim.record(key);
+                        Ok(Reply::json(200, list_json(&env, &list.meta)))
+                    }
+                    ("DELETE", []) => {
+                        lim.check(&key)?;
+                        svc.lists.remove(i);
+                        lim.record(key);
+                        Ok(Reply::empty(204))
+                    }
+                    ("GET", ["Items"]) => {
+                        let mut items: Vec<Value> = list
+                            .items
+                            .iter()
+                            .map(|(n, e)| list_item_json(&env, list, *n, e))
+                            .collect();
+                        if c.param("Order") == Some("desc") {
+                            items.reverse();
+                        }
+                        Ok(page(&self.base_url, &self.empty_lists, c, "items", items))
+                    }
+                    ("POST", ["Items"]) => {
+                        lim.check(&key)?;
+                        let data = parse_data(c)?.ok_or_else(|| {
+                            Reply::err(400, 20001, "Missing required parameter Data")
+                        })?;
+                        let ttl = parse_ttl(c, &["ItemTtl", "Ttl"])?;
+                        let n = list.next_index;
+                        list.next_index += 1;
+                        let e = Entry::new("", None, data, ttl, env.now);
+                        let body = list_item_json(&env, list, n, &e);
+                        list.items.insert(n, e);
+                        lim.record(key);
+                        Ok(Reply::json(201, body))
+                    }
+                    (m, ["Items", idx]) => {
+                        let n = idx
+                            .trim()
+                            .parse::<i64>()
+                            .ok()
+                            .filter(|n| list.items.contains_key(n))
+                            .ok_or_else(|| Reply::err(404, 54151, "List item not found"))?;
+                        match m {
+                            "GET" => Ok(Reply::json(
+                                200,
+                                list_item_json(&env, list, n, &list.items[&n]),
+                            )),
+                            "POST" => {
+                                lim.check(&key)?;
+                                let data = parse_data(c)?;
+                                let ttl = parse_ttl(c, &["ItemTtl", "Ttl"])?;
+                                if let Some(e) = list.items.get_mut(&n) {
+                                    e.update(data, ttl, env.now);
+                                }
+                                lim.record(key);
+                                Ok(Reply::json(
+                                    200,
+                                    list_item_json(&env, list, n, &list.items[&n]),
+                                ))
+                            }
+                            "DELETE" => {
+                                lim.check(&key)?;
+                                list.items.remove(&n);
+                                lim.record(key);
+                                Ok(Reply::empty(204))
+                            }
+                            _ => Err(Reply::err(405, 20004, "Method not allowed")),
+                        }
+                    }
+                    _ => Err(not_found(c)),
+                }
+            }
             _ => Err(not_found(c)),
         }
     }
@@ -613,6 +737,10 @@ impl Service {
         for m in &mut self.maps {
             m.items.retain(|_, e| e.live(now));
         }
+        self.lists.retain(|l| l.meta.live(now));
+        for l in &mut self.lists {
+            l.items.retain(|_, e| e.live(now));
+        }
     }
 
     fn doc(&self, id: &str) -> Option<usize> {
@@ -621,6 +749,10 @@ impl Service {
 
     fn map(&self, id: &str) -> Option<usize> {
         self.maps.iter().position(|m| m.meta.is(id))
+    }
+
+    fn list(&self, id: &str) -> Option<usize> {
+        self.lists.iter().position(|l| l.meta.is(id))
     }
 }
 
@@ -923,7 +1055,16 @@ fn doc_json(env: &Env, e: &Entry) -> Value {
 }
 
 fn map_json(env: &Env, e: &Entry) -> Value {
-    let url = format!("{}/Maps/{}", env.url, e.sid);
+    container_json(env, "Maps", e)
+}
+
+fn list_json(env: &Env, e: &Entry) -> Value {
+    container_json(env, "Lists", e)
+}
+
+/// A map or list resource: like a document without `data`, plus `links.items`.
+fn container_json(env: &Env, kind: &str, e: &Entry) -> Value {
+    let url = format!("{}/{kind}/{}", env.url, e.sid);
     let mut v = with(
         common(env, e),
         json!({"sid": e.sid, "unique_name": e.name, "links": {"items": format!("{url}/Items")}, "url": url}),
@@ -945,6 +1086,14 @@ fn item_json(env: &Env, map: &SyncMap, e: &Entry) -> Value {
     with(
         common(env, e),
         json!({"key": key, "map_sid": map.meta.sid, "url": url}),
+    )
+}
+
+fn list_item_json(env: &Env, list: &SyncList, index: i64, e: &Entry) -> Value {
+    let url = format!("{}/Lists/{}/Items/{index}", env.url, list.meta.sid);
+    with(
+        common(env, e),
+        json!({"index": index, "list_sid": list.meta.sid, "url": url}),
     )
 }
 
@@ -998,6 +1147,8 @@ mod tests {
     const DOCS: &str = "/v1/Services/ISstub/Documents";
     const MAPS: &str = "/v1/Services/ISstub/Maps";
     const ITEMS: &str = "/v1/Services/ISstub/Maps/agents/Items";
+    const LISTS: &str = "/v1/Services/ISstub/Lists";
+    const LIST_ITEMS: &str = "/v1/Services/ISstub/Lists/queue/Items";
 
     struct Got {
         status: u16,
@@ -1398,6 +1549,289 @@ mod tests {
         assert_eq!(stub.delete(&format!("{ITEMS}/WK1")).await.status, 204);
         assert!(!stub.map_items(IS, "agents").contains_key("WK1"));
         assert!(stub.map_items(IS, "nomap").is_empty());
+    }
+
+    fn indexes(g: &Got) -> Vec<i64> {
+        let items = g.body["items"].as_array().unwrap();
+        items.iter().map(|i| i["index"].as_i64().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn lists_create_fetch_duplicate_missing_and_delete() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let g = stub
+            .post(LISTS, &[("UniqueName", "queue"), ("Ttl", "3600")])
+            .await;
+        assert_eq!(g.status, 201);
+        let sid = g.str("/sid");
+        assert!(sid.starts_with("ES") && sid.len() == 34, "{sid}");
+        assert!(sid[2..].bytes().all(|b| b.is_ascii_hexdigit()), "{sid}");
+        assert_eq!(
+            (
+                g.str("/unique_name"),
+                g.str("/revision"),
+                g.str("/created_by")
+            ),
+            ("queue".into(), "0".into(), "system".into())
+        );
+        assert_eq!(
+            (g.str("/account_sid"), g.str("/service_sid")),
+            (AC.into(), IS.into())
+        );
+        assert_eq!(g.str("/url"), format!("{}{LISTS}/{sid}", stub.base_url()));
+        assert!(g.body.get("data").is_none());
+        for f in ["date_expires", "date_created", "date_updated"] {
+            assert!(g.body[f].is_string(), "{f}");
+        }
+        assert_eq!(
+            stub.post(LISTS, &[("UniqueName", "queue")]).await.err(),
+            (409, 54301)
+        );
+        let g = stub
+            .post(LISTS, &[("UniqueName", "other"), ("CollectionTtl", "0")])
+            .await;
+        assert_eq!(g.status, 201);
+        assert!(g.body["date_expires"].is_null());
+        for bad in ["-1", "31536001", "soon"] {
+            let g = stub.post(LISTS, &[("UniqueName", "x"), ("Ttl", bad)]).await;
+            assert_eq!(g.err(), (400, 54011));
+        }
+        assert_eq!(
+            stub.get(&format!("{LISTS}/{sid}"))
+                .await
+                .str("/unique_name"),
+            "queue"
+        );
+        assert_eq!(stub.get(&format!("{LISTS}/queue")).await.str("/sid"), sid);
+        assert_eq!(stub.get(LISTS).await.sids("lists").len(), 2);
+        assert_eq!(
+            stub.get(&format!("{LISTS}/nolist")).await.err(),
+            (404, 54150)
+        );
+        assert_eq!(
+            stub.delete(&format!("{LISTS}/nolist")).await.err(),
+            (404, 54150)
+        );
+        assert_eq!(stub.delete(&format!("{LISTS}/{sid}")).await.status, 204);
+        assert_eq!(
+            stub.get(&format!("{LISTS}/queue")).await.err(),
+            (404, 54150)
+        );
+        assert_eq!(
+            stub.post(LISTS, &[("UniqueName", "queue")]).await.status,
+            201
+        );
+        let recs = stub.requests();
+        let last = recs.last().unwrap();
+        assert_eq!(
+            (last.method.as_str(), last.path.as_str(), last.status),
+            ("POST", LISTS, 201)
+        );
+        assert_eq!(
+            last.form,
+            vec![("UniqueName".to_string(), "queue".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn list_items_lifecycle() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let list_sid = stub
+            .post(LISTS, &[("UniqueName", "queue")])
+            .await
+            .str("/sid");
+        let mut created = Vec::new();
+        for i in 0..3 {
+            let g = stub
+                .post(LIST_ITEMS, &[("Data", &format!(r#"{{"n":{i}}}"#))])
+                .await;
+            assert_eq!(g.status, 201);
+            assert_eq!(
+                (g.str("/list_sid"), g.str("/revision"), g.str("/created_by")),
+                (list_sid.clone(), "0".into(), "system".into())
+            );
+            assert_eq!(g.body["data"], json!({"n": i}));
+            assert!(g.body["date_expires"].is_null());
+            created.push(g.body["index"].as_i64().unwrap());
+        }
+        assert_eq!(created, [0, 1, 2]);
+        let g = stub.get(&format!("{LIST_ITEMS}/1")).await;
+        assert_eq!((g.status, &g.body["data"]), (200, &json!({"n": 1})));
+        assert_eq!(
+            g.str("/url"),
+            format!("{}{LISTS}/{list_sid}/Items/1", stub.base_url())
+        );
+        assert_eq!(
+            (g.str("/account_sid"), g.str("/service_sid")),
+            (AC.into(), IS.into())
+        );
+
+        // Update: data replaced, revision bumped, Ttl renews expiry.
+        let g = stub
+            .post(&format!("{LIST_ITEMS}/1"), &[("Data", r#"{"n":"one"}"#)])
+            .await;
+        assert_eq!((g.status, g.str("/revision")), (200, "1".into()));
+        assert_eq!(g.body["data"], json!({"n": "one"}));
+        let g = stub
+            .post(LIST_ITEMS, &[("Data", "[3]"), ("ItemTtl", "60")])
+            .await;
+        assert_eq!((g.status, g.body["index"].as_i64()), (201, Some(3)));
+        let first = g.str("/date_expires");
+        let exp = DateTime::parse_from_rfc3339(&first).unwrap();
+        assert!(
+            (exp.with_timezone(&Utc) - Utc::now())
+                .num_seconds()
+                .abs_diff(60)
+                <= 5
+        );
+        let g = stub
+            .post(&format!("{LIST_ITEMS}/3"), &[("Ttl", "7200")])
+            .await;
+        let renewed = g.str("/date_expires");
+        assert!(renewed > first, "{renewed} vs {first}");
+        assert_eq!(g.body["data"], json!([3]));
+
+        // Validation.
+        assert_eq!(stub.post(LIST_ITEMS, &[]).await.err(), (400, 20001));
+        assert_eq!(
+            stub.post(LIST_ITEMS, &[("Data", "{")]).await.err(),
+            (400, 54001)
+        );
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(17 * 1024));
+        assert_eq!(
+            stub.post(LIST_ITEMS, &[("Data", &big)]).await.err(),
+            (400, 54006)
+        );
+        assert_eq!(
+            stub.post(&format!("{LIST_ITEMS}/0"), &[("Data", &big)])
+                .await
+                .err(),
+            (400, 54006)
+        );
+        assert_eq!(
+            stub.post(LIST_ITEMS, &[("Data", "{}"), ("ItemTtl", "-5")])
+                .await
+                .err(),
+            (400, 54011)
+        );
+
+        // Paging and order.
+        let g = stub.get(&format!("{LIST_ITEMS}?PageSize=2")).await;
+        assert_eq!((g.status, indexes(&g)), (200, vec![0, 1]));
+        assert_eq!(g.str("/meta/key"), "items");
+        let next = g.str("/meta/next_page_url");
+        let g = send("GET", &next, &[], Some((AC, TOKEN))).await;
+        assert_eq!(indexes(&g), [2, 3]);
+        assert!(g.body["meta"]["next_page_url"].is_null());
+        let g = stub.get(&format!("{LIST_ITEMS}?Order=desc")).await;
+        assert_eq!(indexes(&g), [3, 2, 1, 0]);
+        let g = stub
+            .get(&format!("{LISTS}/{list_sid}/Items?Order=asc"))
+            .await;
+        assert_eq!(indexes(&g), [0, 1, 2, 3]);
+
+        // Delete; indexes are never reused, even the last one.
+        assert_eq!(stub.delete(&format!("{LIST_ITEMS}/3")).await.status, 204);
+        assert_eq!(stub.delete(&format!("{LIST_ITEMS}/0")).await.status, 204);
+        let g = stub.post(LIST_ITEMS, &[("Data", r#""new""#)]).await;
+        assert_eq!((g.status, g.body["index"].as_i64()), (201, Some(4)));
+        assert_eq!(
+            stub.list_items(IS, "queue"),
+            vec![
+                (1, json!({"n": "one"})),
+                (2, json!({"n": 2})),
+                (4, json!("new")),
+            ]
+        );
+        assert_eq!(stub.list_items(IS, &list_sid).len(), 3);
+        assert!(stub.list_items(IS, "nolist").is_empty());
+        assert!(stub.list_items("ISnone", "queue").is_empty());
+
+        // Missing items and lists.
+        for path in ["0", "3", "99", "-1", "abc"] {
+            let p = format!("{LIST_ITEMS}/{path}");
+            assert_eq!(stub.get(&p).await.err(), (404, 54151), "{p}");
+        }
+        let p = format!("{LIST_ITEMS}/0");
+        assert_eq!(stub.post(&p, &[("Data", "{}")]).await.err(), (404, 54151));
+        assert_eq!(stub.delete(&p).await.err(), (404, 54151));
+        let missing = format!("{LISTS}/nolist/Items");
+        assert_eq!(
+            stub.post(&missing, &[("Data", "{}")]).await.err(),
+            (404, 54150)
+        );
+        assert_eq!(stub.get(&missing).await.err(), (404, 54150));
+        for m in ["GET", "POST", "DELETE"] {
+            let g = stub
+                .call(m, &format!("{missing}/1"), &[("Data", "{}")])
+                .await;
+            assert_eq!(g.err(), (404, 54150), "{m}");
+        }
+    }
+
+    #[tokio::test]
+    async fn list_item_writes_are_rate_limited_on_the_list() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let queue = format!("{LISTS}/queue");
+        assert_eq!(
+            stub.post(LISTS, &[("UniqueName", "queue")]).await.status,
+            201
+        );
+        assert_eq!(
+            stub.post(LISTS, &[("UniqueName", "cold")]).await.status,
+            201
+        );
+        let check_429 = |g: &Got| {
+            assert_eq!(
+                (g.err(), g.retry_after.as_deref()),
+                ((429, 54009), Some("1"))
+            );
+        };
+        // Item creates alone exhaust the list's budget, and then the list itself is
+        // limited too: one counter per list.
+        let mut statuses = Vec::new();
+        for _ in 0..24 {
+            let g = stub.post(LIST_ITEMS, &[("Data", "{}")]).await;
+            statuses.push(g.status);
+            if g.status == 429 {
+                check_429(&g);
+                check_429(&stub.post(&queue, &[("Ttl", "0")]).await);
+                break;
+            }
+            assert_eq!(g.status, 201);
+        }
+        assert_eq!(statuses.last(), Some(&429), "creates: {statuses:?}");
+        // Rejected creates use up no index; reads are not limited; other lists are not.
+        let created = statuses.len() as i64 - 1;
+        let idx: Vec<i64> = stub.list_items(IS, "queue").iter().map(|p| p.0).collect();
+        assert_eq!(idx, (0..created).collect::<Vec<_>>());
+        assert_eq!(stub.get(&format!("{LIST_ITEMS}/0")).await.status, 200);
+        assert_eq!(stub.get(LIST_ITEMS).await.status, 200);
+        let cold = format!("{LISTS}/cold/Items");
+        assert_eq!(stub.post(&cold, &[("Data", "{}")]).await.status, 201);
+
+        // After the window slides, item updates alone exhaust it again.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let item0 = format!("{LIST_ITEMS}/0");
+        let mut statuses = Vec::new();
+        for i in 0..24 {
+            let g = stub.post(&item0, &[("Data", &format!("{i}"))]).await;
+            statuses.push(g.status);
+            if g.status == 429 {
+                check_429(&g);
+                check_429(&stub.post(LIST_ITEMS, &[("Data", "{}")]).await);
+                break;
+            }
+            assert_eq!(g.status, 200);
+        }
+        assert_eq!(statuses.last(), Some(&429), "updates: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(stub.delete(&item0).await.status, 204);
+        assert_eq!(stub.post(LIST_ITEMS, &[("Data", "{}")]).await.status, 201);
+        assert!(stub
+            .requests()
+            .iter()
+            .any(|r| r.status == 429 && r.path.starts_with(LIST_ITEMS)));
     }
 
     #[tokio::test]

@@ -1,0 +1,489 @@
+//! User-defined jobs: a team's own SQL over the summary tables, published to a Sync
+//! document, map or list on a cron schedule, without recompiling.
+//!
+//! Safety: each run is a read-only transaction with a statement timeout and a row
+//! limit; every job runs in its own task, so a slow job delays nothing else; a failing
+//! run logs its error and leaves the last good result published. Results are JSON with
+//! Postgres' own types (numbers stay numbers, timestamps ISO-8601, NULL is null).
+//! Write discipline is the built-in publisher's: only changes, at most once a second per
+//! object, a bounded number of writes per container per tick, nothing over 16 KiB.
+//! Like the built-in summaries, only the instance holding the publisher lock publishes.
+
+use crate::config::{Config, DocShape, Job, JobTarget};
+use crate::metrics::Metrics;
+use crate::publish::{check_size, SyncWriter, Tracker};
+use crate::store::StoreError;
+use crate::summary::start_of_today;
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::types::ToSql;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("query returned more than {0} rows (max_rows)")]
+    TooManyRows(usize),
+    #[error("query ran past its timeout of {0} ms and was cancelled")]
+    Timeout(u64),
+    #[error("{0}")]
+    Shape(String),
+    #[error("result not sent: {0}")]
+    TooLarge(String),
+    #[error("Sync: {0}")]
+    Sync(#[from] crate::twilio::TwilioError),
+}
+
+impl From<tokio_postgres::Error> for JobError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        JobError::Store(e.into())
+    }
+}
+
+/// The named parameters a job's SQL may use, with their SQL types.
+pub const PARAMS: [(&str, &str); 7] = [
+    ("workspace_sid", "text"),
+    ("account_sid", "text"),
+    ("today_start", "timestamptz"),
+    ("now", "timestamptz"),
+    ("sla_threshold", "int4"),
+    ("short_abandon", "int4"),
+    ("timezone", "text"),
+];
+
+/// Rewrites `:name` parameters to `$n::type` and returns the rewritten SQL and the
+/// names in `$n` order. Casts (`::`), strings, quoted identifiers and comments are left
+/// alone. An unknown name is an error that lists the known ones.
+pub fn bind_named(sql: &str) -> Result<(String, Vec<&'static str>), String> {
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut names: Vec<&'static str> = Vec::new();
+    let mut i = 0;
+    let mut last = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' => {
+                let q = b[i];
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b':' if b.get(i + 1) == Some(&b':') => i += 2,
+            b':' if b
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
+            {
+                let start = i + 1;
+                let mut end = start;
+                while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+                    end += 1;
+                }
+                let name = &sql[start..end];
+                let Some((known, ty)) = PARAMS.iter().find(|(n, _)| *n == name) else {
+                    let list: Vec<String> = PARAMS.iter().map(|(n, _)| format!(":{n}")).collect();
+                    return Err(format!(
+                        "unknown parameter :{name} (known: {})",
+                        list.join(", ")
+                    ));
+                };
+                let n = match names.iter().position(|x| x == known) {
+                    Some(p) => p + 1,
+                    None => {
+                        names.push(known);
+                        names.len()
+                    }
+                };
+                out.push_str(&sql[last..i]);
+                out.push_str(&format!("${n}::{ty}"));
+                i = end;
+                last = end;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&sql[last.min(sql.len())..]);
+    Ok((out, names))
+}
+
+/// The statement a job runs: its query as rows of JSON, one more than the limit so that
+/// an overflow is detected rather than silently cut.
+pub fn wrapped_sql(job: &Job) -> Result<(String, Vec<&'static str>), String> {
+    let (inner, names) = bind_named(job.sql.trim().trim_end_matches(';'))?;
+    Ok((
+        format!(
+            "SELECT to_jsonb(j) FROM ({inner}\n) j LIMIT {}",
+            job.max_rows + 1
+        ),
+        names,
+    ))
+}
+
+enum Param {
+    Text(String),
+    Time(chrono::DateTime<chrono::Utc>),
+    Int(i32),
+}
+
+fn param_values(cfg: &Config, names: &[&str], now: chrono::DateTime<chrono::Utc>) -> Vec<Param> {
+    let tz: chrono_tz::Tz = cfg.sla.timezone.parse().unwrap_or(chrono_tz::UTC);
+    names
+        .iter()
+        .map(|n| match *n {
+            "workspace_sid" => Param::Text(cfg.twilio.workspace_sid.clone()),
+            "account_sid" => Param::Text(cfg.twilio.account_sid.clone()),
+            "today_start" => Param::Time(start_of_today(&tz, now)),
+            "now" => Param::Time(now),
+            "sla_threshold" => Param::Int(cfg.sla.threshold_seconds as i32),
+            "short_abandon" => Param::Int(cfg.sla.short_abandon_seconds as i32),
+            _ => Param::Text(cfg.sla.timezone.clone()),
+        })
+        .collect()
+}
+
+/// Runs a job's query once and returns its rows (as JSON objects).
+pub async fn query(pool: &Pool, cfg: &Config, job: &Job) -> Result<Vec<Value>, JobError> {
+    let (sql, names) = wrapped_sql(job).map_err(JobError::Shape)?;
+    let params = param_values(cfg, &names, chrono::Utc::now());
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| match p {
+            Param::Text(s) => s as &(dyn ToSql + Sync),
+            Param::Time(t) => t as &(dyn ToSql + Sync),
+            Param::Int(i) => i as &(dyn ToSql + Sync),
+        })
+        .collect();
+    let mut client = pool.get().await.map_err(StoreError::from)?;
+    let tx = client.build_transaction().read_only(true).start().await?;
+    tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", job.timeout_ms))
+        .await?;
+    let run = tx.query(&sql, &refs);
+    // The server cancels at the statement timeout; this is only a backstop.
+    let rows = match tokio::time::timeout(Duration::from_millis(job.timeout_ms + 2_000), run).await
+    {
+        Err(_) => return Err(JobError::Timeout(job.timeout_ms)),
+        Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+            return Err(JobError::Timeout(job.timeout_ms))
+        }
+        Ok(r) => r?,
+    };
+    drop(tx); // read-only: nothing to commit
+    if rows.len() > job.max_rows {
+        return Err(JobError::TooManyRows(job.max_rows));
+    }
+    Ok(rows.iter().map(|r| r.get::<_, Value>(0)).collect())
+}
+
+/// What a job publishes, shaped for its target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    Document(Value),
+    Map(BTreeMap<String, Value>),
+    List(Vec<Value>),
+}
+
+pub fn shape(job: &Job, rows: Vec<Value>) -> Result<Output, JobError> {
+    match &job.target {
+        JobTarget::Document { shape, .. } => match shape {
+            DocShape::Rows => Ok(Output::Document(serde_json::json!({ "rows": rows }))),
+            DocShape::Object => match rows.len() {
+                0 => Ok(Output::Document(serde_json::json!({}))),
+                1 => Ok(Output::Document(rows.into_iter().next().unwrap_or_default())),
+                n => Err(JobError::Shape(format!(
+                    "query returned {n} rows; a document with shape = \"object\" needs at most one (use shape = \"rows\")"
+                ))),
+            },
+        },
+        JobTarget::Map { key, .. } => {
+            let mut m = BTreeMap::new();
+            for row in rows {
+                let k = match row.get(key) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    Some(Value::Bool(b)) => b.to_string(),
+                    _ => {
+                        return Err(JobError::Shape(format!(
+                            "a row has no usable key column `{key}` (it must be a non-null text or number)"
+                        )))
+                    }
+                };
+                if k.is_empty() || k.len() > 320 {
+                    return Err(JobError::Shape(format!("map key `{k}` must be 1 to 320 characters")));
+                }
+                if m.insert(k.clone(), row).is_some() {
+                    return Err(JobError::Shape(format!("two rows have the key `{k}`")));
+                }
+            }
+            Ok(Output::Map(m))
+        }
+        JobTarget::List { .. } => Ok(Output::List(rows)),
+    }
+}
+
+/// What `/metrics` and `/readyz` say about a job.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobStatus {
+    pub last_run_at: Option<String>,
+    pub last_duration_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<String>,
+    pub runs: u64,
+    pub failures: u64,
+}
+
+/// One job's loop.
+struct Runner {
+    job: Job,
+    cfg: Config,
+    pool: Pool,
+    writer: SyncWriter,
+    metrics: Arc<Metrics>,
+    tracker: Tracker,
+    /// Keys of map items written, to delete those whose rows disappear.
+    map_keys: BTreeMap<String, Value>,
+    /// (index, data) of list items written.
+    list: Vec<(i64, Value)>,
+}
+
+impl Runner {
+    async fn publish(&mut self, out: Output) -> Result<(), JobError> {
+        self.tracker.tick();
+        let ttl = self.writer.ttl();
+        match (&self.job.target, out) {
+            (JobTarget::Document { name, .. }, Output::Document(data)) => {
+                check_size(&data).map_err(JobError::TooLarge)?;
+                let id = format!("document {name}");
+                if self.tracker.should_write(&id, name, &data, ttl) {
+                    self.writer.write_document(name, &data).await?;
+                    self.metrics.sync_writes.fetch_add(1, Relaxed);
+                    self.tracker.written(id, data);
+                }
+            }
+            (JobTarget::Map { name, .. }, Output::Map(items)) => {
+                for (k, v) in &items {
+                    check_size(v).map_err(|e| JobError::TooLarge(format!("item {k}: {e}")))?;
+                }
+                for (k, v) in &items {
+                    let id = format!("map {name} item {k}");
+                    if self.tracker.should_write(&id, name, v, ttl) {
+                        self.writer.write_item(name, k, v).await?;
+                        self.metrics.sync_writes.fetch_add(1, Relaxed);
+                        self.tracker.written(id, v.clone());
+                        self.map_keys.insert(k.clone(), v.clone());
+                    }
+                }
+                let gone: Vec<String> = self
+                    .map_keys
+                    .keys()
+                    .filter(|k| !items.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    self.writer.delete_item(name, &k).await?;
+                    self.metrics.sync_writes.fetch_add(1, Relaxed);
+                    self.map_keys.remove(&k);
+                    self.tracker.forget(&format!("map {name} item {k}"));
+                }
+            }
+            (JobTarget::List { name }, Output::List(rows)) => {
+                for (i, v) in rows.iter().enumerate() {
+                    check_size(v).map_err(|e| JobError::TooLarge(format!("row {i}: {e}")))?;
+                }
+                let prev: Vec<Value> = self.list.iter().map(|(_, v)| v.clone()).collect();
+                if prev != rows {
+                    let indexes: Vec<i64> = self.list.iter().map(|(i, _)| *i).collect();
+                    let written = self.writer.write_list(name, &indexes, &prev, &rows).await?;
+                    self.metrics.sync_writes.fetch_add(1, Relaxed);
+                    self.list = written.into_iter().zip(rows).collect();
+                }
+            }
+            _ => return Err(JobError::Shape("result does not fit the target".into())),
+        }
+        Ok(())
+    }
+
+    async fn run(mut self, stop: CancellationToken) {
+        let schedule: cron::Schedule = match self.job.schedule.parse() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(job = %self.job.name, error = %e, "invalid schedule; job not run");
+                return;
+            }
+        };
+        loop {
+            let wait = schedule
+                .upcoming(chrono::Utc)
+                .next()
+                .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
+                .unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+            if self.metrics.publisher_leader.load(Relaxed) != 1 {
+                continue; // another instance publishes
+            }
+            let started = Instant::now();
+            let result = match query(&self.pool, &self.cfg, &self.job).await {
+                Ok(rows) => match shape(&self.job, rows) {
+                    Ok(out) => self.publish(out).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            let took = started.elapsed();
+            let now = chrono::Utc::now().to_rfc3339();
+            let mut jobs = self.metrics.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let st = jobs.entry(self.job.name.clone()).or_default();
+            st.runs += 1;
+            st.last_run_at = Some(now.clone());
+            st.last_duration_ms = Some(took.as_millis() as u64);
+            match result {
+                Ok(()) => {
+                    st.last_error = None;
+                    st.last_success_at = Some(now);
+                }
+                Err(e) => {
+                    st.failures += 1;
+                    st.last_error = Some(e.to_string());
+                    tracing::warn!(job = %self.job.name, error = %e, "job failed; its last good result stays published");
+                }
+            }
+        }
+    }
+}
+
+/// Starts one task per job. They publish only while this instance holds the publisher
+/// lock (see [`crate::publish`]).
+pub fn spawn_all(
+    cfg: &Config,
+    pool: Pool,
+    writer: SyncWriter,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    cfg.jobs
+        .iter()
+        .map(|job| {
+            let r = Runner {
+                job: job.clone(),
+                cfg: cfg.clone(),
+                pool: pool.clone(),
+                writer: writer.clone().with_ttl(job.ttl_seconds),
+                metrics: metrics.clone(),
+                tracker: Tracker::default(),
+                map_keys: BTreeMap::new(),
+                list: Vec::new(),
+            };
+            tokio::spawn(r.run(stop.clone()))
+        })
+        .collect()
+}
+
+/// Prepares every job's SQL against the database; returns one message per broken job.
+pub async fn check_sql(pool: &Pool, cfg: &Config) -> Result<Vec<String>, StoreError> {
+    let client = pool.get().await?;
+    let mut problems = Vec::new();
+    for job in &cfg.jobs {
+        let (sql, _) = match wrapped_sql(job) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(format!("jobs[{}].sql: {e}", job.name));
+                continue;
+            }
+        };
+        if let Err(e) = client.prepare(&sql).await {
+            problems.push(format!("jobs[{}].sql: {}", job.name, StoreError::from(e)));
+        }
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_parameters_become_typed_placeholders() {
+        let (sql, names) =
+            bind_named("SELECT x::text, ':now' FROM t WHERE a >= :today_start AND b = :now -- :nope\n AND c > :today_start")
+                .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT x::text, ':now' FROM t WHERE a >= $1::timestamptz AND b = $2::timestamptz -- :nope\n AND c > $1::timestamptz"
+        );
+        assert_eq!(names, vec!["today_start", "now"]);
+        let e = bind_named("SELECT :bogus").unwrap_err();
+        assert!(e.contains(":bogus") && e.contains(":today_start"), "{e}");
+    }
+
+    fn job(target: JobTarget) -> Job {
+        Job {
+            name: "j".into(),
+            schedule: "* * * * * *".into(),
+            sql: "SELECT 1".into(),
+            target,
+            ttl_seconds: 0,
+            timeout_ms: 1000,
+            max_rows: 10,
+        }
+    }
+
+    #[test]
+    fn shapes() {
+        let rows = vec![
+            serde_json::json!({"q": "Sales", "n": 1}),
+            serde_json::json!({"q": "Support", "n": 2}),
+        ];
+        let doc = job(JobTarget::Document {
+            name: "d".into(),
+            shape: DocShape::Rows,
+        });
+        assert_eq!(
+            shape(&doc, rows.clone()).unwrap(),
+            Output::Document(serde_json::json!({"rows": rows}))
+        );
+        let one = job(JobTarget::Document {
+            name: "d".into(),
+            shape: DocShape::Object,
+        });
+        assert!(matches!(shape(&one, rows.clone()), Err(JobError::Shape(_))));
+        assert_eq!(
+            shape(&one, vec![]).unwrap(),
+            Output::Document(serde_json::json!({}))
+        );
+        let map = job(JobTarget::Map {
+            name: "m".into(),
+            key: "q".into(),
+        });
+        match shape(&map, rows.clone()).unwrap() {
+            Output::Map(m) => assert_eq!(m["Support"]["n"], 2),
+            other => panic!("{other:?}"),
+        }
+        let bad = job(JobTarget::Map {
+            name: "m".into(),
+            key: "missing".into(),
+        });
+        assert!(matches!(shape(&bad, rows), Err(JobError::Shape(_))));
+    }
+}
