@@ -50,9 +50,31 @@ pub struct Config {
     pub publish: Publish,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub conversations: Conversations,
     /// User-defined jobs: SQL over the summary tables, published to Sync on a schedule.
     #[serde(default)]
     pub jobs: Vec<Job>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Conversations {
+    /// The worker attribute holding the agent's Conversations identity (a `client:`
+    /// prefix is ignored).
+    pub agent_identity_attribute: String,
+    /// After a messaging task ends, read its conversation's messages over REST, so
+    /// missed webhooks do not leave its metrics short.
+    pub fetch_on_complete: bool,
+}
+
+impl Default for Conversations {
+    fn default() -> Self {
+        Conversations {
+            agent_identity_attribute: "contact_uri".into(),
+            fetch_on_complete: true,
+        }
+    }
 }
 
 /// A user-defined job (`[[jobs]]`).

@@ -146,10 +146,7 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
         }
         for item in items {
             let event = match QueuedCallback::decode(&item.payload) {
-                Ok(QueuedCallback::TaskRouterV1 {
-                    received_ms,
-                    params,
-                }) => Event::from_params(&params, received_ms),
+                Ok(cb) => cb.into_event(),
                 Err(e) => {
                     // Written by an incompatible version or damaged on disk: retrying
                     // cannot help, so it goes straight to the dead letters.

@@ -26,6 +26,8 @@ pub enum FormError {
     NoEventType,
     #[error("parameter `EventType` is empty")]
     EmptyEventType,
+    #[error("missing parameter `{0}`")]
+    Missing(&'static str),
 }
 
 /// Parses an `application/x-www-form-urlencoded` body strictly: every name and value must
@@ -79,9 +81,33 @@ pub enum QueuedCallback {
     /// A TaskRouter Event Callback, as received.
     #[serde(rename = "1")]
     TaskRouterV1 { received_ms: i64, params: Params },
+    /// A Conversations post-event webhook (e.g. onMessageAdded), as received.
+    #[serde(rename = "conversations-1")]
+    ConversationsV1 { received_ms: i64, params: Params },
 }
 
 impl QueuedCallback {
+    pub fn received_ms(&self) -> i64 {
+        match self {
+            QueuedCallback::TaskRouterV1 { received_ms, .. }
+            | QueuedCallback::ConversationsV1 { received_ms, .. } => *received_ms,
+        }
+    }
+
+    /// The event this callback carries.
+    pub fn into_event(self) -> Event {
+        match self {
+            QueuedCallback::TaskRouterV1 {
+                received_ms,
+                params,
+            } => Event::from_params(&params, received_ms),
+            QueuedCallback::ConversationsV1 {
+                received_ms,
+                params,
+            } => Event::from_conversation(&params, received_ms),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         // Serializing plain strings and integers cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
@@ -92,9 +118,18 @@ impl QueuedCallback {
     }
 }
 
-/// One TaskRouter event with the fields every stage needs already extracted.
+/// Which webhook an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    TaskRouter,
+    Conversations,
+}
+
+/// One event (TaskRouter, or a Conversations message) with the fields every stage
+/// needs already extracted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    pub source: Source,
     /// `Sid` of the callback (EV…), or `digest:<sha256>` of the sorted params when absent.
     /// The idempotency key: an event with a known sid changes nothing.
     pub sid: String,
@@ -125,12 +160,25 @@ impl Event {
             .or_else(|| map.get("Timestamp").and_then(|v| parse_instant_ms(v)))
             .unwrap_or(received_ms);
         Event {
+            source: Source::TaskRouter,
             sid,
             event_type,
             occurred_ms,
             received_ms,
             params: map,
         }
+    }
+
+    /// A Conversations webhook: its id is the message sid (`msg:IM…`), its time the
+    /// message's `DateCreated`.
+    pub fn from_conversation(params: &Params, received_ms: i64) -> Event {
+        let mut e = Event::from_params(params, received_ms);
+        e.source = Source::Conversations;
+        if let Some(m) = e.get("MessageSid") {
+            e.sid = format!("msg:{m}");
+        }
+        e.occurred_ms = e.instant_ms("DateCreated").unwrap_or(received_ms);
+        e
     }
 
     /// A non-empty, trimmed parameter.
@@ -195,6 +243,9 @@ impl Event {
     /// The entity whose state this event changes, used to partition work so that each
     /// entity's events apply in queue order. Reservation events belong to their task.
     pub fn partition_key(&self) -> &str {
+        if self.source == Source::Conversations {
+            return self.get("ConversationSid").unwrap_or(&self.sid);
+        }
         self.task_sid()
             .or_else(|| {
                 if self.event_type.starts_with("worker.") {
@@ -226,6 +277,27 @@ pub fn validate(params: &Params) -> Result<(), FormError> {
         Some((_, v)) if v.trim().is_empty() => Err(FormError::EmptyEventType),
         Some(_) => Ok(()),
     }
+}
+
+/// Checks a Conversations webhook: `EventType`, and for message events the
+/// conversation and message sids.
+pub fn validate_conversation(params: &Params) -> Result<(), FormError> {
+    validate(params)?;
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    if get("EventType") == Some("onMessageAdded") {
+        for k in ["ConversationSid", "MessageSid"] {
+            if get(k).is_none() {
+                return Err(FormError::Missing(k));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A stable id for a callback without `Sid`: the same params always give the same id,

@@ -1,6 +1,8 @@
 //! HTTP ingress and operations endpoints (hyper).
 //!
-//! `POST /ingress` answers 204 only after the callback is durably in the queue. Any
+//! `POST /ingress` (TaskRouter Event Callbacks) and `POST /conversations`
+//! (Conversations post-event webhooks) answer 204 only after the callback is durably in
+//! the queue. Any
 //! other answer (403, 400, 413, 408, 503) means nothing was written. Every response
 //! body that is not 204 is JSON `{"error": "..."}` saying why.
 
@@ -134,7 +136,8 @@ pub async fn serve(
 
 async fn route(st: &AppState, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/ingress") => ingress(st, req).await,
+        (&Method::POST, "/ingress") => ingress(st, req, Kind::TaskRouter).await,
+        (&Method::POST, "/conversations") => ingress(st, req, Kind::Conversations).await,
         (&Method::GET, "/healthz") => respond(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/readyz") => readyz(st).await,
         (&Method::GET, "/api/summary") => {
@@ -153,9 +156,12 @@ async fn route(st: &AppState, req: Request<Incoming>) -> Response<Body> {
             );
             r
         }
-        (_, "/ingress") | (_, "/healthz") | (_, "/readyz") | (_, "/metrics") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (_, "/ingress")
+        | (_, "/conversations")
+        | (_, "/healthz")
+        | (_, "/readyz")
+        | (_, "/metrics")
+        | (_, "/api/summary") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -187,7 +193,16 @@ async fn readyz(st: &AppState) -> Response<Body> {
     )
 }
 
-async fn ingress(st: &AppState, req: Request<Incoming>) -> Response<Body> {
+/// Which webhook a request carries.
+#[derive(Clone, Copy)]
+enum Kind {
+    TaskRouter,
+    Conversations,
+}
+
+/// Both webhooks: same checks, same durability; they differ in what must be present
+/// and in how the queue entry is tagged.
+async fn ingress(st: &AppState, req: Request<Incoming>, kind: Kind) -> Response<Body> {
     let m = &st.metrics;
     let too_large = || {
         m.ingress_too_large.fetch_add(1, Relaxed);
@@ -272,13 +287,26 @@ async fn ingress(st: &AppState, req: Request<Incoming>) -> Response<Body> {
             ));
         }
     }
-    if let Err(e) = event::validate(&params) {
+    let received_ms = chrono::Utc::now().timestamp_millis();
+    let (valid, cb) = match kind {
+        Kind::TaskRouter => (
+            event::validate(&params),
+            QueuedCallback::TaskRouterV1 {
+                received_ms,
+                params,
+            },
+        ),
+        Kind::Conversations => (
+            event::validate_conversation(&params),
+            QueuedCallback::ConversationsV1 {
+                received_ms,
+                params,
+            },
+        ),
+    };
+    if let Err(e) = valid {
         return bad(e.to_string());
     }
-    let cb = QueuedCallback::TaskRouterV1 {
-        received_ms: chrono::Utc::now().timestamp_millis(),
-        params,
-    };
     match st.queue.append_durable(&cb).await {
         Ok(_) => {
             m.ingress_accepted.fetch_add(1, Relaxed);

@@ -14,10 +14,12 @@
 //! - [`server`]: composes the stages and runs them until the shutdown future resolves.
 
 pub mod config;
+pub mod conversations;
 pub mod dispatch;
 pub mod event;
 pub mod http;
 pub mod jobs;
+pub mod messages;
 pub mod metrics;
 pub mod publish;
 pub mod queue;

@@ -422,9 +422,7 @@ impl Queue {
             .ok()
             .flatten()
             .and_then(|(_, v)| QueuedCallback::decode(&v).ok())
-            .map(|q| match q {
-                QueuedCallback::TaskRouterV1 { received_ms, .. } => received_ms,
-            });
+            .map(|q| q.received_ms());
         Status {
             depth: self.depth(),
             retrying: self.retry.len() as u64,

@@ -283,6 +283,10 @@ pub struct TaskRow {
     pub sla_threshold: i64,
     pub direction: String,
     pub channel_type: Option<String>,
+    /// Attribute `conversationSid`, else `channelSid` (older Flex chat tasks).
+    pub conversation_sid: Option<String>,
+    /// Self-service / IVR time before the task: attribute `conversations.ivr_time` (s).
+    pub uc_processing_time: Option<f64>,
     pub reservation_count: i64,
     pub twilio_routing_time: Option<f64>,
     pub agent_acceptance_time: Option<f64>,
@@ -375,6 +379,15 @@ pub fn derive_task(sid: &str, s: &TaskState, sla: &Sla) -> TaskRow {
         sla_threshold: threshold,
         direction: attr_str("direction").unwrap_or_else(|| "inbound".to_owned()),
         channel_type: attr_str("channelType"),
+        conversation_sid: attr_str("conversationSid").or_else(|| attr_str("channelSid")),
+        uc_processing_time: attrs
+            .and_then(|a| a.get("conversations"))
+            .and_then(|c| c.get("ivr_time"))
+            .and_then(|v| {
+                v.as_f64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse::<f64>().ok()))
+            })
+            .filter(|f| f.is_finite()),
         reservation_count: s.reservations.len() as i64,
         twilio_routing_time: match (created_times.iter().min(), created_ms) {
             (Some(r), Some(c)) => Some(secs_between(*r, c)),

@@ -7,6 +7,7 @@
 //! not yet in Postgres stays queued for the next start.
 
 use crate::config::Config;
+use crate::conversations;
 use crate::dispatch;
 use crate::http::{self, AppState};
 use crate::jobs;
@@ -87,6 +88,16 @@ pub async fn run(
         ));
     } else {
         tracing::info!("twilio.sync_service_sid is empty: not publishing to Sync");
+    }
+    if cfg.conversations.fetch_on_complete
+        && !cfg.twilio.account_sid.is_empty()
+        && (!cfg.twilio.auth_token.is_empty() || !cfg.twilio.api_key_sid.is_empty())
+    {
+        background.push(tokio::spawn(conversations::run(
+            twilio.clone(),
+            store.clone(),
+            pipeline_stop.clone(),
+        )));
     }
     if !cfg.twilio.workspace_sid.is_empty() {
         let sync = RestSync::new(&cfg, twilio, store.clone());

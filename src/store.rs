@@ -12,7 +12,8 @@
 //! The caller deletes queue entries only after this returns `Ok` (the commit).
 
 use crate::config::{Config, Sla};
-use crate::event::Event;
+use crate::event::{Event, Source};
+use crate::messages;
 use crate::rules::{self, ChannelKey};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::Serialize;
@@ -113,6 +114,7 @@ pub struct Store {
     pool: Pool,
     sla: Sla,
     available_override: Vec<String>,
+    identity_attr: String,
 }
 
 /// Builds a pool that connects lazily: creating it never fails because Postgres is
@@ -252,6 +254,7 @@ impl Store {
             pool,
             sla: cfg.sla.clone(),
             available_override: cfg.taskrouter.available_activities.clone(),
+            identity_attr: cfg.conversations.agent_identity_attribute.clone(),
         }
     }
 
@@ -298,6 +301,9 @@ impl Store {
             if let Some(a) = e.get("ActivitySid") {
                 locks.insert(lock_key("activity", a));
             }
+            if let Some(c) = e.get("ConversationSid") {
+                locks.insert(lock_key("conversation", c));
+            }
         }
         let locks: Vec<i64> = locks.into_iter().collect();
         let stmt = tx
@@ -307,10 +313,14 @@ impl Store {
             .await?;
         tx.query_one(&stmt, &[&locks]).await?;
 
-        // 2. Insert events; only the new ones go on.
+        // 2. Insert events (TaskRouter) and messages (Conversations); only new ones go on.
+        let (taskrouter, conversations): (Vec<&Event>, Vec<&Event>) =
+            events.iter().partition(|e| e.source == Source::TaskRouter);
+        let (new_messages, touched_conversations) =
+            self.insert_messages(&tx, &conversations).await?;
         let mut seen = HashSet::new();
-        let mut rows = Vec::with_capacity(events.len());
-        for e in events {
+        let mut rows = Vec::with_capacity(taskrouter.len());
+        for e in &taskrouter {
             if !seen.insert(e.sid.as_str()) {
                 continue;
             }
@@ -347,20 +357,222 @@ impl Store {
             .collect();
         let mut fresh: Vec<&Event> = Vec::with_capacity(inserted.len());
         let mut taken = HashSet::new();
-        for e in events {
+        for e in taskrouter {
             if inserted.contains(&e.sid) && taken.insert(e.sid.as_str()) {
                 fresh.push(e);
             }
         }
         let applied = Applied {
-            new: fresh.len(),
-            duplicate: events.len() - fresh.len(),
+            new: fresh.len() + new_messages,
+            duplicate: events.len() - fresh.len() - new_messages,
         };
         if !fresh.is_empty() {
             self.apply_state(&tx, &fresh).await?;
         }
+        let tasks: Vec<String> = fresh
+            .iter()
+            .filter_map(|e| e.task_sid().map(str::to_owned))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !tasks.is_empty() || !touched_conversations.is_empty() {
+            self.refresh_message_metrics(&tx, tasks, touched_conversations)
+                .await?;
+        }
         tx.commit().await?;
         Ok(applied)
+    }
+
+    /// Stores `onMessageAdded` messages; returns how many were new and the
+    /// conversations that got new messages.
+    async fn insert_messages<C: GenericClient>(
+        &self,
+        tx: &C,
+        events: &[&Event],
+    ) -> Result<(usize, Vec<String>), StoreError> {
+        let rows: Vec<Value> = events
+            .iter()
+            .filter(|e| e.event_type == "onMessageAdded")
+            .filter_map(|e| {
+                Some(json!({
+                    "sid": e.get("MessageSid")?,
+                    "conversation_sid": e.get("ConversationSid")?,
+                    "index": e.int("Index"),
+                    "author": e.get("Author"),
+                    "participant_sid": e.get("ParticipantSid"),
+                    "created_at": to_time(e.occurred_ms),
+                    "source": "webhook",
+                }))
+            })
+            .collect();
+        self.insert_message_rows(tx, rows).await
+    }
+
+    async fn insert_message_rows<C: GenericClient>(
+        &self,
+        tx: &C,
+        rows: Vec<Value>,
+    ) -> Result<(usize, Vec<String>), StoreError> {
+        if rows.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO messages (sid, conversation_sid, index, author, participant_sid, created_at, source) \
+                 SELECT sid, conversation_sid, index, author, participant_sid, created_at, source \
+                 FROM jsonb_populate_recordset(NULL::messages, $1) \
+                 ON CONFLICT (sid) DO NOTHING RETURNING conversation_sid",
+            )
+            .await?;
+        let got = tx.query(&stmt, &[&Value::Array(rows)]).await?;
+        let convs: BTreeSet<String> = got.iter().map(|r| r.get(0)).collect();
+        Ok((got.len(), convs.into_iter().collect()))
+    }
+
+    /// Stores messages read over REST for one conversation and refreshes its tasks'
+    /// metrics. Messages already known (by sid, from webhooks or earlier reads) are
+    /// skipped, so the result is the same whichever way they came.
+    pub async fn insert_rest_messages(
+        &self,
+        conversation_sid: &str,
+        rows: Vec<Value>,
+    ) -> Result<usize, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.query_one(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&lock_key("conversation", conversation_sid)],
+        )
+        .await?;
+        let (n, _) = self.insert_message_rows(&tx, rows).await?;
+        self.refresh_message_metrics(&tx, Vec::new(), vec![conversation_sid.to_owned()])
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Recomputes the message metrics of the given tasks and of the tasks of the given
+    /// conversations (see [`messages`]); for voice tasks, the first response is the
+    /// acceptance.
+    async fn refresh_message_metrics<C: GenericClient>(
+        &self,
+        tx: &C,
+        tasks: Vec<String>,
+        conversations: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE tasks SET agent_first_response_time = total_acceptance_time \
+                 WHERE sid = ANY($1) AND task_channel_unique_name = 'voice' \
+                 AND agent_first_response_time IS DISTINCT FROM total_acceptance_time",
+            )
+            .await?;
+        tx.execute(&stmt, &[&tasks]).await?;
+        if !conversations.is_empty() {
+            // Tasks reached through their conversation are locked like any task update.
+            let stmt = tx
+                .prepare_cached("SELECT sid FROM tasks WHERE conversation_sid = ANY($1)")
+                .await?;
+            let sids: Vec<String> = tx
+                .query(&stmt, &[&conversations])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let keys: Vec<i64> = sids
+                .iter()
+                .map(|s| lock_key("task", s))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest($1::int8[]) AS k ORDER BY 1) s",
+                )
+                .await?;
+            tx.query_one(&stmt, &[&keys]).await?;
+        }
+        let stmt = tx
+            .prepare_cached(
+                "SELECT t.sid, t.conversation_sid, \
+                        (extract(epoch from t.task_created) * 1000)::int8, \
+                        (extract(epoch from t.ended_at) * 1000)::int8, \
+                        coalesce((SELECT array_agg(w.worker_attributes) FROM workers w \
+                                  WHERE w.worker_attributes IS NOT NULL AND w.worker_sid IN \
+                                    (SELECT r.worker_sid FROM reservations r \
+                                     WHERE r.task_sid = t.sid AND r.accepted_at IS NOT NULL \
+                                     UNION SELECT t.worker_sid)), '{}') \
+                 FROM tasks t \
+                 WHERE (t.sid = ANY($1) OR t.conversation_sid = ANY($2)) \
+                   AND t.conversation_sid IS NOT NULL \
+                   AND coalesce(t.task_channel_unique_name, '') <> 'voice'",
+            )
+            .await?;
+        let rows = tx.query(&stmt, &[&tasks, &conversations]).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let convs: Vec<String> = rows
+            .iter()
+            .map(|r| r.get::<_, String>(1))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT conversation_sid, sid, index, author, (extract(epoch from created_at) * 1000)::int8 \
+                 FROM messages WHERE conversation_sid = ANY($1)",
+            )
+            .await?;
+        let mut by_conv: HashMap<String, Vec<messages::Message>> = HashMap::new();
+        for r in tx.query(&stmt, &[&convs]).await? {
+            by_conv
+                .entry(r.get(0))
+                .or_default()
+                .push(messages::Message {
+                    sid: r.get(1),
+                    index: r.get::<_, Option<i32>>(2).map(i64::from),
+                    author: r.get(3),
+                    created_ms: r.get(4),
+                });
+        }
+        let mut updates = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let conv: String = r.get(1);
+            let created: Option<i64> = r.get(2);
+            let ended: Option<i64> = r.get(3);
+            let attrs: Vec<Value> = r.get(4);
+            let agents = attrs
+                .iter()
+                .filter_map(|a| messages::identity(a, &self.identity_attr))
+                .collect();
+            let msgs = by_conv.get(&conv).map(Vec::as_slice).unwrap_or(&[]);
+            let m = messages::compute(msgs, created.unwrap_or(i64::MIN), ended, &agents);
+            updates.push(json!({
+                "sid": r.get::<_, String>(0),
+                "agent_message_count": m.agent_message_count,
+                "client_message_count": m.client_message_count,
+                "agent_first_response_time": m.agent_first_response_time,
+                "agent_total_response_time": m.agent_total_response_time,
+                "client_total_response_time": m.client_total_response_time,
+                "agent_reply_count": m.agent_reply_count,
+                "client_reply_count": m.client_reply_count,
+            }));
+        }
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE tasks t SET agent_message_count = x.agent_message_count, \
+                    client_message_count = x.client_message_count, \
+                    agent_first_response_time = x.agent_first_response_time, \
+                    agent_total_response_time = x.agent_total_response_time, \
+                    client_total_response_time = x.client_total_response_time, \
+                    agent_reply_count = x.agent_reply_count, \
+                    client_reply_count = x.client_reply_count \
+                 FROM jsonb_populate_recordset(NULL::tasks, $1) x WHERE t.sid = x.sid",
+            )
+            .await?;
+        tx.execute(&stmt, &[&Value::Array(updates)]).await?;
+        Ok(())
     }
 
     /// Step 3: merge new events into the state tables.

@@ -37,6 +37,10 @@ pub struct Window {
     pub avg_handle_time: Option<f64>,
     pub avg_wrapup_time: Option<f64>,
     pub avg_abandon_time: Option<f64>,
+    /// Messaging tasks: first agent message − task created; voice: acceptance.
+    pub avg_first_response_time: Option<f64>,
+    /// Agent replies to customer messages: total response time / replies.
+    pub avg_agent_response_time: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -117,7 +121,10 @@ fn window_sql(group_expr: &str) -> String {
             (avg(answered_in) FILTER (WHERE first_accepted_at >= $1))::float8,
             (avg(total_time - answered_in) FILTER (WHERE ended_at >= $1 AND task_assignment_status = 'completed'))::float8,
             (avg(total_time - acw_start) FILTER (WHERE ended_at >= $1 AND task_assignment_status = 'completed'))::float8,
-            (avg(total_time) FILTER (WHERE canceled_at >= $1 AND first_accepted_at IS NULL AND coalesce(total_time, 0) >= $2))::float8
+            (avg(total_time) FILTER (WHERE canceled_at >= $1 AND first_accepted_at IS NULL AND coalesce(total_time, 0) >= $2))::float8,
+            (avg(agent_first_response_time) FILTER (WHERE ended_at >= $1 AND task_assignment_status = 'completed'))::float8,
+            ((sum(agent_total_response_time) FILTER (WHERE ended_at >= $1 AND task_assignment_status = 'completed'))
+              / nullif(sum(agent_reply_count) FILTER (WHERE ended_at >= $1 AND task_assignment_status = 'completed'), 0))::float8
          FROM tasks
          WHERE task_created >= $1 OR first_accepted_at >= $1 OR ended_at >= $1
          GROUP BY 1"
@@ -140,6 +147,8 @@ fn window_from_row(r: &tokio_postgres::Row) -> Window {
         avg_handle_time: round2(r.get(8)),
         avg_wrapup_time: round2(r.get(9)),
         avg_abandon_time: round2(r.get(10)),
+        avg_first_response_time: round2(r.get(11)),
+        avg_agent_response_time: round2(r.get(12)),
     }
 }
 
@@ -395,6 +404,8 @@ pub fn sync_objects(s: &Summary, sla: &Sla) -> Vec<SyncObject> {
                     "tasks_short_abandoned": g.today.tasks_short_abandoned,
                     "avg_handle_time": g.today.avg_handle_time,
                     "avg_wrapup_time": g.today.avg_wrapup_time,
+                    "avg_first_response_time": g.today.avg_first_response_time,
+                    "avg_agent_response_time": g.today.avg_agent_response_time,
                 },
                 "today": g.today,
                 "last_30_minutes": g.last_30_minutes,

@@ -310,6 +310,29 @@ fn outbound_direction_from_attributes() {
 }
 
 #[test]
+fn conversation_and_ivr_time_from_attributes() {
+    let c = T0;
+    let e = Ev::task("task.created", "E1", c, "WT1", c, "pending")
+        .set(
+            "TaskAttributes",
+            r#"{"channelType":"web","conversationSid":"CH1","conversations":{"ivr_time":"42.5"}}"#,
+        )
+        .ev();
+    let t = &fold(&[e], &sla(), &[]).tasks["WT1"];
+    assert_eq!(t.conversation_sid.as_deref(), Some("CH1"));
+    assert_eq!(t.uc_processing_time, Some(42.5));
+    let e = Ev::task("task.created", "E2", c, "WT2", c, "pending")
+        .set(
+            "TaskAttributes",
+            r#"{"channelSid":"CH2","conversations":{"ivr_time":7}}"#,
+        )
+        .ev();
+    let t = &fold(&[e], &sla(), &[]).tasks["WT2"];
+    assert_eq!(t.conversation_sid.as_deref(), Some("CH2"));
+    assert_eq!(t.uc_processing_time, Some(7.0));
+}
+
+#[test]
 fn malformed_fields_read_as_missing() {
     let c = T0;
     let e = Ev::task("task.created", "E1", c, "WT1", c, "pending")

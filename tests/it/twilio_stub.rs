@@ -1,8 +1,10 @@
-//! Test-only local stand-in for Twilio's TaskRouter and Sync REST APIs.
+//! Test-only local stand-in for Twilio's TaskRouter, Sync and Conversations (messages,
+//! read-only) REST APIs.
 //!
-//! One in-process HTTP/1 server on 127.0.0.1 serves both API families (`/v1/Workspaces/…`
-//! and `/v1/Services/…`), with Basic auth, Twilio-shaped paging and error bodies, Sync
-//! validation and per-object rate limits, failure injection, and a request log.
+//! One in-process HTTP/1 server on 127.0.0.1 serves all three API families
+//! (`/v1/Workspaces/…`, `/v1/Services/…` and `/v1/Conversations/…`), with Basic auth,
+//! Twilio-shaped paging and error bodies, Sync validation and per-object rate limits,
+//! failure injection, and a request log.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -26,6 +28,9 @@ use tokio::sync::watch;
 const MAX_DATA_BYTES: usize = 16 * 1024;
 const MAX_TTL: i64 = 31_536_000;
 const WRITES_PER_SECOND: usize = 20;
+/// Largest `PageSize` of the ordinary lists; Conversations lists stop at 100.
+const MAX_PAGE_SIZE: usize = 1000;
+const MAX_CONVERSATIONS_PAGE_SIZE: usize = 100;
 const TASK_STATUSES: [&str; 6] = [
     "pending",
     "reserved",
@@ -102,6 +107,8 @@ struct State {
     api_keys: HashMap<String, String>,
     workspaces: HashMap<String, Workspace>,
     services: HashMap<String, Service>,
+    /// Conversation sid -> its messages, in ascending `index` order.
+    conversations: HashMap<String, Vec<Value>>,
     failures: Vec<(String, u16, usize)>,
     empty_lists: Vec<String>,
     limiter: Limiter,
@@ -146,6 +153,7 @@ impl TwilioStub {
             api_keys: HashMap::new(),
             workspaces: HashMap::new(),
             services: HashMap::new(),
+            conversations: HashMap::new(),
             failures: Vec::new(),
             empty_lists: Vec::new(),
             limiter: Limiter::default(),
@@ -187,6 +195,41 @@ impl TwilioStub {
 
     pub fn set_tasks(&self, workspace_sid: &str, tasks: Vec<Value>) {
         self.workspace(workspace_sid, |w| w.tasks = tasks);
+    }
+
+    /// Makes the conversation known (an empty `messages` gives an empty list, not a 404)
+    /// and replaces all its messages. Each is a Twilio Conversations Message object
+    /// (`sid` "IM…", `index`, `author`, `body`, `participant_sid`, `date_created`, …);
+    /// `account_sid`, `conversation_sid` and `url` are filled in where missing or null.
+    /// Lists serve them in ascending `index` order whatever the order given here.
+    pub fn set_conversation_messages(&self, conversation_sid: &str, messages: Vec<Value>) {
+        let mut st = self.lock();
+        let url = format!(
+            "{}/v1/Conversations/{conversation_sid}/Messages",
+            st.base_url
+        );
+        let mut messages: Vec<Value> = messages
+            .into_iter()
+            .map(|mut m| {
+                if let Some(o) = m.as_object_mut() {
+                    let sid = o.get("sid").and_then(Value::as_str).unwrap_or_default();
+                    let url = format!("{url}/{sid}");
+                    for (k, v) in [
+                        ("account_sid", st.account_sid.clone()),
+                        ("conversation_sid", conversation_sid.to_string()),
+                        ("url", url),
+                    ] {
+                        if o.get(k).is_none_or(Value::is_null) {
+                            o.insert(k.to_string(), Value::String(v));
+                        }
+                    }
+                }
+                m
+            })
+            .collect();
+        messages.sort_by_key(|m| m["index"].as_i64());
+        st.conversations
+            .insert(conversation_sid.to_string(), messages);
     }
 
     /// The next `n` requests whose path starts with `path_prefix` (any method) get `status`
@@ -385,6 +428,7 @@ impl State {
         match segs.as_slice() {
             ["v1", "Workspaces", ws, rest @ ..] => self.taskrouter(c, ws, rest),
             ["v1", "Services", is, rest @ ..] => self.sync(c, is, rest).unwrap_or_else(|e| e),
+            ["v1", "Conversations", ch, rest @ ..] => self.conversations(c, ch, rest),
             _ => not_found(c),
         }
     }
@@ -464,6 +508,50 @@ impl State {
             _ => return not_found(c),
         };
         page(&self.base_url, &self.empty_lists, c, key, items)
+    }
+
+    /// Read-only Conversations messages. Errors name the resource without `/v1`, as
+    /// Twilio's Conversations API does.
+    fn conversations(&self, c: &Ctx, ch: &str, rest: &[&str]) -> Reply {
+        let missing = || {
+            let resource = c.path.strip_prefix("/v1").unwrap_or(&c.path);
+            let msg = format!("The requested resource {resource} was not found");
+            Reply::err(404, 20404, &msg)
+        };
+        let Some(messages) = self.conversations.get(ch) else {
+            return missing();
+        };
+        if c.method != "GET" {
+            return Reply::err(405, 20004, "Method not allowed");
+        }
+        match rest {
+            ["Messages"] => {
+                let mut items = messages.clone();
+                if c.param("Order") == Some("desc") {
+                    items.reverse();
+                }
+                let (base, empty) = (&self.base_url, &self.empty_lists);
+                paged(
+                    base,
+                    empty,
+                    c,
+                    "messages",
+                    items,
+                    MAX_CONVERSATIONS_PAGE_SIZE,
+                )
+            }
+            ["Messages", id] => {
+                let by_index = |m: &&Value| {
+                    let n = id.trim().parse::<i64>().ok();
+                    n.is_some() && m["index"].as_i64() == n
+                };
+                match find(messages, "sid", id).or_else(|| messages.iter().find(by_index)) {
+                    Some(m) => Reply::json(200, m.clone()),
+                    None => missing(),
+                }
+            }
+            _ => missing(),
+        }
     }
 
     fn sync(&mut self, c: &Ctx, is: &str, rest: &[&str]) -> Res {
@@ -938,8 +1026,20 @@ fn filtered(list: &[Value], c: &Ctx, filters: &[(&str, &str)]) -> Vec<Value> {
 /// One page of a Twilio list: `{key: [...], meta: {...}}`. Position comes from `Page`;
 /// `PageToken` is accepted and ignored. Other query params are kept in the page URLs.
 fn page(base: &str, empty: &[String], c: &Ctx, key: &str, items: Vec<Value>) -> Reply {
+    paged(base, empty, c, key, items, MAX_PAGE_SIZE)
+}
+
+/// `page` with `PageSize` (default 50) clamped to `1..=max_size`.
+fn paged(
+    base: &str,
+    empty: &[String],
+    c: &Ctx,
+    key: &str,
+    items: Vec<Value>,
+    max_size: usize,
+) -> Reply {
     let num = |name: &str| c.param(name).and_then(|v| v.trim().parse::<usize>().ok());
-    let size = num("PageSize").unwrap_or(50).clamp(1, 1000);
+    let size = num("PageSize").unwrap_or(50).clamp(1, max_size);
     let page_no = num("Page").unwrap_or(0);
     let items = if empty.iter().any(|p| c.path.starts_with(p.as_str())) {
         Vec::new()
@@ -1910,6 +2010,239 @@ mod tests {
         let last = stub.requests().pop().unwrap();
         assert_eq!((last.method.as_str(), last.path.as_str()), ("POST", DOCS));
         assert_eq!(last.form, vec![("UniqueName".to_string(), "d".to_string())]);
+    }
+
+    const CH: &str = "CH00000000000000000000000000000001";
+    const MESSAGES: &str = "/v1/Conversations/CH00000000000000000000000000000001/Messages";
+
+    fn message(i: i64) -> Value {
+        json!({"sid": format!("IM{i:032}"), "index": i, "author": format!("user{}", i % 3),
+            "body": format!("message {i}"), "participant_sid": "MB00000000000000000000000000000001",
+            "attributes": "{}", "media": null, "delivery": null,
+            "date_created": format!("2024-05-01T10:{:02}:{:02}Z", i / 60, i % 60),
+            "date_updated": "2024-05-01T12:00:00Z"})
+    }
+
+    fn message_indexes(g: &Got) -> Vec<i64> {
+        let list = g.body["messages"].as_array().unwrap();
+        list.iter().map(|m| m["index"].as_i64().unwrap()).collect()
+    }
+
+    /// Follows next_page_url from `first` (a path under the stub) to the last page,
+    /// returning every page.
+    async fn all_pages(stub: &TwilioStub, first: &str) -> Vec<Got> {
+        let mut pages = Vec::new();
+        let mut url = Some(format!("{}{first}", stub.base_url()));
+        while let Some(u) = url {
+            let g = send("GET", &u, &[], Some((AC, TOKEN))).await;
+            assert_eq!(g.status, 200, "{u}: {}", g.body);
+            assert_eq!(g.str("/meta/key"), "messages");
+            url = g.body["meta"]["next_page_url"].as_str().map(str::to_string);
+            pages.push(g);
+            assert!(pages.len() <= 10, "paging does not end");
+        }
+        pages
+    }
+
+    #[tokio::test]
+    async fn conversation_messages_are_paged_in_ascending_index_order() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        // Given out of order: odd indexes descending, then even ones ascending.
+        let order = (0..130)
+            .rev()
+            .filter(|i| i % 2 == 1)
+            .chain((0..130).step_by(2));
+        stub.set_conversation_messages(CH, order.map(message).collect());
+
+        let pages = all_pages(&stub, &format!("{MESSAGES}?PageSize=50")).await;
+        let sizes: Vec<usize> = pages.iter().map(|g| g.sids("messages").len()).collect();
+        assert_eq!(sizes, [50, 50, 30]);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut all = Vec::new();
+        for (n, g) in pages.iter().enumerate() {
+            assert_eq!(
+                (&g.body["meta"]["page"], &g.body["meta"]["page_size"]),
+                (&json!(n), &json!(50))
+            );
+            assert_eq!(g.body["meta"]["previous_page_url"].is_null(), n == 0);
+            for sid in g.sids("messages") {
+                assert!(seen.insert(sid.clone()), "duplicate {sid}");
+            }
+            all.extend(message_indexes(g));
+        }
+        assert!(pages[..2].iter().all(|g| {
+            let next = g.str("/meta/next_page_url");
+            next.starts_with(&format!("{}{MESSAGES}?", stub.base_url()))
+                && next.contains("PageSize=50&Page=")
+                && next.contains("PageToken=PT")
+        }));
+        assert!(pages[2].body["meta"]["next_page_url"].is_null());
+        assert_eq!(all, (0..130).collect::<Vec<_>>());
+        assert_eq!(seen.len(), 130);
+
+        // Filled-in fields; given ones kept as they were.
+        let m = &pages[0].body["messages"][7];
+        let url = format!("{}{MESSAGES}/IM{:032}", stub.base_url(), 7);
+        assert_eq!(
+            (&m["account_sid"], &m["conversation_sid"], &m["url"]),
+            (&json!(AC), &json!(CH), &json!(url))
+        );
+        assert_eq!(
+            (&m["body"], &m["author"], &m["date_created"]),
+            (
+                &json!("message 7"),
+                &json!("user1"),
+                &json!("2024-05-01T10:00:07Z")
+            )
+        );
+
+        // Default page size 50, at most 100.
+        let g = stub.get(MESSAGES).await;
+        assert_eq!(
+            (g.sids("messages").len(), &g.body["meta"]["page_size"]),
+            (50, &json!(50))
+        );
+        let g = stub.get(&format!("{MESSAGES}?PageSize=1000")).await;
+        assert_eq!(
+            (g.sids("messages").len(), &g.body["meta"]["page_size"]),
+            (100, &json!(100))
+        );
+        assert!(g.str("/meta/next_page_url").contains("PageSize=100&Page=1"));
+
+        // Fetch one message by sid or by index.
+        let sid = format!("IM{:032}", 42);
+        let g = stub.get(&format!("{MESSAGES}/{sid}")).await;
+        assert_eq!((g.status, g.str("/body")), (200, "message 42".into()));
+        let g = stub.get(&format!("{MESSAGES}/42")).await;
+        assert_eq!((g.status, g.str("/sid")), (200, sid));
+        for id in ["130", "-1", "IMnope", "x"] {
+            let g = stub.get(&format!("{MESSAGES}/{id}")).await;
+            assert_eq!(g.err(), (404, 20404), "{id}");
+            let want =
+                format!("The requested resource /Conversations/{CH}/Messages/{id} was not found");
+            assert_eq!(g.str("/message"), want);
+        }
+
+        // Setting again replaces the conversation's messages, explicit fields kept.
+        let own = json!({"sid": "IMown", "index": 5, "account_sid": "ACother",
+            "conversation_sid": CH, "url": "https://example.invalid/m", "body": "hi"});
+        stub.set_conversation_messages(CH, vec![message(9), own]);
+        let g = stub.get(MESSAGES).await;
+        assert_eq!(g.sids("messages"), ["IMown", &format!("IM{:032}", 9)]);
+        assert_eq!(g.str("/messages/0/account_sid"), "ACother");
+        assert_eq!(g.str("/messages/0/url"), "https://example.invalid/m");
+        assert!(g.body["meta"]["next_page_url"].is_null());
+        assert_eq!(stub.get(&format!("{MESSAGES}/0")).await.err(), (404, 20404));
+        stub.set_conversation_messages(CH, Vec::new());
+        let g = stub.get(MESSAGES).await;
+        assert_eq!((g.status, g.sids("messages").len()), (200, 0));
+
+        // Read-only.
+        let g = stub.post(MESSAGES, &[("Body", "hello")]).await;
+        assert_eq!(g.err(), (405, 20004));
+    }
+
+    #[tokio::test]
+    async fn conversation_messages_order_desc_reverses() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        stub.set_conversation_messages(CH, (0..130).map(message).collect());
+        let pages = all_pages(&stub, &format!("{MESSAGES}?Order=desc&PageSize=50")).await;
+        let all: Vec<i64> = pages.iter().flat_map(message_indexes).collect();
+        assert_eq!(all, (0..130).rev().collect::<Vec<_>>());
+        let next = pages[0].str("/meta/next_page_url");
+        assert!(next.contains("Order=desc&PageSize=50&Page=1"), "{next}");
+        let g = stub.get(&format!("{MESSAGES}?Order=asc&PageSize=3")).await;
+        assert_eq!(message_indexes(&g), [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn unknown_conversation_is_404() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        stub.set_conversation_messages(CH, vec![message(0)]);
+        let other = "CH000000000000000000000000000000ff";
+        let g = stub
+            .get(&format!("/v1/Conversations/{other}/Messages"))
+            .await;
+        let msg = format!("The requested resource /Conversations/{other}/Messages was not found");
+        let want = json!({"code": 20404, "message": msg,
+            "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404});
+        assert_eq!((g.status, g.body), (404, want));
+        let g = stub
+            .get(&format!("/v1/Conversations/{other}/Messages/0?PageSize=5"))
+            .await;
+        assert_eq!(g.err(), (404, 20404));
+        let want =
+            format!("The requested resource /Conversations/{other}/Messages/0 was not found");
+        assert_eq!(g.str("/message"), want);
+        let g = stub
+            .get(&format!("/v1/Conversations/{CH}/Participants"))
+            .await;
+        assert_eq!(g.err(), (404, 20404));
+        assert_eq!(stub.get("/v1/Conversations").await.err(), (404, 20404));
+        assert_eq!(stub.get(MESSAGES).await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn conversation_messages_require_auth_and_are_recorded() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        stub.set_conversation_messages(CH, vec![message(0)]);
+        let url = format!("{}{MESSAGES}?PageSize=5", stub.base_url());
+        let g = send("GET", &url, &[], None).await;
+        assert_eq!(
+            (g.err(), g.body["message"].as_str()),
+            ((401, 20003), Some("Authenticate"))
+        );
+        let g = send("GET", &url, &[], Some((AC, "wrong"))).await;
+        assert_eq!(g.err(), (401, 20003));
+        let one = format!("{}{MESSAGES}/0", stub.base_url());
+        assert_eq!(send("GET", &one, &[], None).await.err(), (401, 20003));
+        assert_eq!(send("GET", &url, &[], Some((AC, TOKEN))).await.status, 200);
+        stub.add_api_key("SKkey1", "secret1");
+        let g = send("GET", &one, &[], Some(("SKkey1", "secret1"))).await;
+        assert_eq!((g.status, g.str("/sid")), (200, format!("IM{:032}", 0)));
+        let recs: Vec<(String, String, String, u16)> = stub
+            .requests()
+            .into_iter()
+            .map(|r| (r.method, r.path, r.query, r.status))
+            .collect();
+        let (get, q) = ("GET".to_string(), "PageSize=5".to_string());
+        let m0 = format!("{MESSAGES}/0");
+        assert_eq!(
+            recs,
+            [
+                (get.clone(), MESSAGES.into(), q.clone(), 401),
+                (get.clone(), MESSAGES.into(), q.clone(), 401),
+                (get.clone(), m0.clone(), String::new(), 401),
+                (get.clone(), MESSAGES.into(), q, 200),
+                (get, m0, String::new(), 200),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn fail_next_applies_to_conversation_messages() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        stub.set_conversation_messages(CH, (0..3).map(message).collect());
+        stub.fail_next(MESSAGES, 500, 2);
+        // Unauthenticated requests do not use up the budget.
+        let url = format!("{}{MESSAGES}", stub.base_url());
+        assert_eq!(send("GET", &url, &[], None).await.status, 401);
+        assert_eq!(stub.get(MESSAGES).await.err(), (500, 20500));
+        assert_eq!(stub.get(&format!("{MESSAGES}/1")).await.err(), (500, 20500));
+        assert_eq!(stub.get(MESSAGES).await.sids("messages").len(), 3);
+        stub.fail_next("/v1/Conversations", 429, 1);
+        let g = stub.get(&format!("{MESSAGES}?PageSize=1")).await;
+        assert_eq!(
+            (g.err(), g.retry_after.as_deref()),
+            ((429, 20429), Some("1"))
+        );
+        let g = stub.get(&format!("{MESSAGES}?PageSize=1")).await;
+        assert_eq!(message_indexes(&g), [0]);
+        // Failures meant for other paths leave messages alone.
+        stub.fail_next(TASKS, 503, 1);
+        assert_eq!(stub.get(MESSAGES).await.status, 200);
+        let statuses: Vec<u16> = stub.requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [401, 500, 500, 200, 429, 200, 200]);
     }
 
     #[tokio::test]

@@ -1,0 +1,241 @@
+//! Message metrics from Conversations webhooks and from the Conversations REST API.
+
+use crate::harness::*;
+use crate::twilio_stub::TwilioStub;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use taskrouter_summarizer::signature;
+
+const AC: &str = "AC0123456789abcdef0123456789abcdef";
+const CONV: &str = "CH00000000000000000000000000000001";
+
+fn p(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// A chat task answered by alice: created at t0, accepted at +8 s, completed at +60 s.
+fn task_events(t0: i64) -> Vec<Vec<(String, String)>> {
+    let attrs = format!(
+        r#"{{"channelType":"web","conversationSid":"{CONV}","conversations":{{"ivr_time":12}}}}"#
+    );
+    let task = |n: u32, kind: &str, at: i64, status: &str| {
+        let mut v = p(&[
+            ("EventType", kind.into()),
+            ("Sid", format!("EV{n:032x}")),
+            ("TaskSid", "WTchat".into()),
+            ("TaskAssignmentStatus", status.into()),
+            ("TaskChannelUniqueName", "chat".into()),
+            ("TaskQueueName", "Support".into()),
+            ("TaskAttributes", attrs.clone()),
+            ("TaskAge", ((at - t0) / 1000).to_string()),
+            ("TaskDateCreated", (t0 / 1000).to_string()),
+            ("TimestampMs", at.to_string()),
+        ]);
+        if kind.starts_with("reservation.") {
+            v.push(("ReservationSid".into(), "WRchat".into()));
+            v.push(("WorkerSid".into(), "WKalice".into()));
+        }
+        v
+    };
+    vec![
+        p(&[
+            ("EventType", "worker.created".into()),
+            ("Sid", format!("EV{:032x}", 100)),
+            ("WorkerSid", "WKalice".into()),
+            ("WorkerName", "alice".into()),
+            (
+                "WorkerAttributes",
+                r#"{"contact_uri":"client:alice"}"#.into(),
+            ),
+            ("TimestampMs", (t0 - 60_000).to_string()),
+        ]),
+        task(1, "task.created", t0, "pending"),
+        task(2, "reservation.created", t0 + 2_000, "reserved"),
+        task(3, "reservation.accepted", t0 + 8_000, "assigned"),
+        task(4, "task.completed", t0 + 60_000, "completed"),
+    ]
+}
+
+/// (seconds after t0, author): customer 1, 3; alice 10; customer 20; alice 25, 26; customer 40.
+/// A message before the task and one after it ended do not count.
+const SCRIPT: [(i64, &str); 9] = [
+    (-30, "+15550001"),
+    (1, "+15550001"),
+    (3, "+15550001"),
+    (10, "alice"),
+    (20, "+15550001"),
+    (25, "alice"),
+    (26, "alice"),
+    (40, "+15550001"),
+    (90, "+15550001"),
+];
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn webhook(t0: i64, i: usize) -> Vec<(String, String)> {
+    let (s, who) = SCRIPT[i];
+    p(&[
+        ("EventType", "onMessageAdded".into()),
+        ("AccountSid", AC.into()),
+        ("ConversationSid", CONV.into()),
+        ("MessageSid", format!("IM{i:032x}")),
+        ("Index", i.to_string()),
+        ("Author", who.into()),
+        ("Body", "hello".into()),
+        ("Source", "SDK".into()),
+        ("DateCreated", iso(t0 + s * 1000)),
+    ])
+}
+
+async fn post_conv(svc: &Service, params: &[(String, String)]) -> u16 {
+    let sig = signature::compute(AUTH_TOKEN, &format!("{PUBLIC_URL}/conversations"), params);
+    svc.http
+        .post(svc.url("/conversations"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", sig)
+        .body(encode(params))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The metrics the script defines (see the README's definitions).
+async fn assert_metrics(db: &TestDb) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = db
+            .client()
+            .await
+            .query_one(
+                "SELECT agent_message_count, client_message_count, agent_first_response_time, \
+                 agent_total_response_time, client_total_response_time, agent_reply_count, \
+                 client_reply_count, uc_processing_time FROM tasks WHERE sid = 'WTchat'",
+                &[],
+            )
+            .await
+            .ok();
+        let got = r.as_ref().map(|r| {
+            (
+                r.get::<_, i32>(0),
+                r.get::<_, i32>(1),
+                r.get::<_, Option<f64>>(2),
+                r.get::<_, Option<f64>>(3),
+                r.get::<_, Option<f64>>(4),
+                r.get::<_, i32>(5),
+                r.get::<_, i32>(6),
+                r.get::<_, Option<f64>>(7),
+            )
+        });
+        // agent: 3 messages, first at +10 s; replies 10-1 = 9 and 25-20 = 5.
+        // customer: 4 messages in the task; replies 20-10 = 10 and 40-25 = 15.
+        let want = (3, 4, Some(10.0), Some(14.0), Some(25.0), 2, 2, Some(12.0));
+        if got == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "metrics {got:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_out_of_order_duplicated_and_before_their_task() {
+    let db = TestDb::new().await;
+    let mut opts = Options::new(&db.url);
+    opts.extra = "[conversations]\nfetch_on_complete = false\n".into();
+    let svc = Service::start(opts).await;
+    // A whole second: TaskDateCreated has second precision.
+    let t0 = (chrono::Utc::now().timestamp_millis() / 1000 - 300) * 1000;
+    // Messages first (their task is unknown yet), shuffled, some twice.
+    let mut msgs: Vec<_> = (0..SCRIPT.len()).map(|i| webhook(t0, i)).collect();
+    msgs.push(webhook(t0, 3));
+    msgs.push(webhook(t0, 7));
+    msgs.shuffle(&mut rand::rngs::StdRng::seed_from_u64(9));
+    for m in &msgs {
+        assert_eq!(post_conv(&svc, m).await, 204);
+    }
+    svc.wait_drained(Duration::from_secs(30)).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM messages").await,
+        SCRIPT.len() as i64
+    );
+    assert!(post_all(&svc, &task_events(t0), 1)
+        .await
+        .iter()
+        .all(|s| *s == 204));
+    assert_metrics(&db).await;
+
+    // Bad signatures are refused and write nothing.
+    let m = webhook(t0, 99 % SCRIPT.len());
+    let r = svc
+        .http
+        .post(svc.url("/conversations"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", "bm9wZQ==")
+        .body(encode(&m))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let mut missing = webhook(t0, 1);
+    missing.retain(|(k, _)| k != "MessageSid");
+    assert_eq!(post_conv(&svc, &missing).await, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_fallback_gives_the_same_numbers() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let db = TestDb::new().await;
+    // A whole second: TaskDateCreated has second precision.
+    let t0 = (chrono::Utc::now().timestamp_millis() / 1000 - 300) * 1000;
+    stub.set_conversation_messages(
+        CONV,
+        (0..SCRIPT.len())
+            .map(|i| {
+                let (s, who) = SCRIPT[i];
+                json!({"sid": format!("IM{i:032x}"), "index": i, "author": who, "body": "hello",
+                       "participant_sid": null, "date_created": iso(t0 + s * 1000)})
+            })
+            .collect(),
+    );
+    stub.fail_next("/v1/Conversations", 503, 1);
+    let mut opts = Options::new(&db.url);
+    opts.extra = format!(
+        "account_sid = \"{AC}\"\nconversations_url = \"{}\"\n",
+        stub.base_url()
+    );
+    let svc = Service::start(opts).await;
+    // Only two of the messages came by webhook (the rest were missed).
+    for i in [3, 7] {
+        assert_eq!(post_conv(&svc, &webhook(t0, i)).await, 204);
+    }
+    assert!(post_all(&svc, &task_events(t0), 1)
+        .await
+        .iter()
+        .all(|s| *s == 204));
+    assert_metrics(&db).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM messages").await,
+        SCRIPT.len() as i64
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM messages WHERE source = 'webhook'")
+            .await,
+        2
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM tasks WHERE messages_fetched_at IS NOT NULL")
+            .await,
+        1
+    );
+}
