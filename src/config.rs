@@ -145,6 +145,12 @@ pub struct Server {
     pub read_timeout_secs: u64,
     /// On SIGTERM, in-flight requests get this long to finish.
     pub shutdown_grace_secs: u64,
+    /// When set, `/readyz`, `/metrics` and `/api/*` are served only on this address
+    /// (e.g. 127.0.0.1:9090), not on `listen`.
+    pub admin_listen: String,
+    /// When set, `/readyz`, `/metrics` and `/api/*` require `Authorization: Bearer <token>`.
+    /// Env TRS_ADMIN_TOKEN overrides.
+    pub admin_token: Secret,
 }
 
 impl Default for Server {
@@ -157,6 +163,8 @@ impl Default for Server {
             max_connections: 1024,
             read_timeout_secs: 10,
             shutdown_grace_secs: 20,
+            admin_listen: String::new(),
+            admin_token: Secret::default(),
         }
     }
 }
@@ -371,6 +379,9 @@ impl Config {
         if let Some(v) = get("TWILIO_AUTH_TOKEN").filter(|v| !v.is_empty()) {
             self.twilio.auth_token = Secret::new(v);
         }
+        if let Some(v) = get("TRS_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
+            self.server.admin_token = Secret::new(v);
+        }
     }
 
     /// Every problem with the values, each naming its key. Empty when usable.
@@ -380,6 +391,18 @@ impl Config {
             p.push(format!(
                 "server.listen: `{}` is not an address like 0.0.0.0:3000",
                 self.server.listen
+            ));
+        }
+        if !self.server.admin_listen.is_empty()
+            && self
+                .server
+                .admin_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            p.push(format!(
+                "server.admin_listen: `{}` is not an address like 127.0.0.1:9090",
+                self.server.admin_listen
             ));
         }
         if self.server.verify_signatures {

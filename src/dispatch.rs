@@ -34,6 +34,9 @@ pub struct Settings {
 
 type Work = (Item, Event);
 
+/// The longest a batch may take to apply before the attempt is abandoned and retried.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -98,12 +101,18 @@ pub async fn run(
 
 async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
     let mut cursor: Option<u64> = None;
+    let mut generation = sh.queue.generation();
     let mut next_retry_scan = 0i64;
     let read_max = sh.settings.batch_size * sh.settings.workers;
     loop {
         sh.metrics.dispatcher_heartbeat_ms.store(now_ms(), Relaxed);
         if sh.stop.is_cancelled() {
             return;
+        }
+        if sh.queue.generation() != generation {
+            // The store was reopened: entries may have reappeared behind the cursor.
+            generation = sh.queue.generation();
+            cursor = None;
         }
         let mut items = match sh.queue.read_batch(cursor, read_max) {
             Ok(v) => v,
@@ -204,7 +213,11 @@ async fn process(sh: &Shared, batch: Vec<Work>) {
     let events: Vec<Event> = batch.iter().map(|(_, e)| e.clone()).collect();
     let mut transient_wait = 200u64;
     loop {
-        match sh.store.apply(&events).await {
+        // A hung Postgres call must not hang the worker (or hide from the watchdog):
+        // past the limit the attempt counts as a transient failure and is retried.
+        let attempt = tokio::time::timeout(APPLY_TIMEOUT, sh.store.apply(&events)).await;
+        let result = attempt.unwrap_or_else(|_| Err(StoreError::Timeout(APPLY_TIMEOUT.as_secs())));
+        match result {
             Ok(applied) => {
                 sh.metrics.postgres_up.store(1, Relaxed);
                 sh.metrics.apply_batches.fetch_add(1, Relaxed);

@@ -38,6 +38,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub read_timeout: Duration,
     pub sla: crate::config::Sla,
+    /// When set, the admin endpoints require `Authorization: Bearer <token>`.
+    pub admin_token: Option<Secret>,
 }
 
 impl AppState {
@@ -52,6 +54,8 @@ impl AppState {
             max_body_bytes: cfg.server.max_body_bytes,
             read_timeout: Duration::from_secs(cfg.server.read_timeout_secs),
             sla: cfg.sla.clone(),
+            admin_token: (!cfg.server.admin_token.is_empty())
+                .then(|| cfg.server.admin_token.clone()),
         }
     }
 }
@@ -75,6 +79,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
 /// once; clients slower than the read timeout are cut off.
 pub async fn serve(
     listener: TcpListener,
+    role: Role,
     state: Arc<AppState>,
     max_connections: usize,
     grace: Duration,
@@ -116,7 +121,7 @@ pub async fn serve(
         let st = state.clone();
         let svc = hyper::service::service_fn(move |req| {
             let st = st.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(&st, req).await) }
+            async move { Ok::<_, std::convert::Infallible>(route(&st, role, req).await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn.into_owned());
@@ -134,7 +139,51 @@ pub async fn serve(
     }
 }
 
-async fn route(st: &AppState, req: Request<Incoming>) -> Response<Body> {
+/// What a listener serves: webhooks, operations endpoints, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Webhooks and `/healthz` only (the admin endpoints have their own listener).
+    Public,
+    /// `/readyz`, `/metrics`, `/api/*` and `/healthz`.
+    Admin,
+    Both,
+}
+
+fn is_admin_path(path: &str) -> bool {
+    path == "/readyz" || path == "/metrics" || path.starts_with("/api/")
+}
+
+/// Constant-time check of `Authorization: Bearer <token>`.
+fn bearer_ok(req: &Request<Incoming>, token: &Secret) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.expose().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn route(st: &AppState, role: Role, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let admin = is_admin_path(path);
+    let webhook = path == "/ingress" || path == "/conversations";
+    if (admin && role == Role::Public) || (webhook && role == Role::Admin) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    if admin {
+        if let Some(token) = &st.admin_token {
+            if !bearer_ok(&req, token) {
+                let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+                r.headers_mut()
+                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                return r;
+            }
+        }
+    }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/ingress") => ingress(st, req, Kind::TaskRouter).await,
         (&Method::POST, "/conversations") => ingress(st, req, Kind::Conversations).await,

@@ -16,7 +16,7 @@ use crate::event::QueuedCallback;
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{watch, Notify};
@@ -33,6 +33,8 @@ pub enum QueueError {
     Full(u64),
     #[error("queue is shutting down")]
     Closed,
+    #[error("queue store is being reopened after an IO error; try again shortly")]
+    Reopening,
     #[error("queue entry {0} is corrupt: {1}")]
     Corrupt(u64, String),
 }
@@ -87,12 +89,47 @@ pub struct Status {
     pub disk_bytes: u64,
 }
 
-pub struct Queue {
-    path: PathBuf,
+/// The open sled database and its trees. Replaced as a whole when the store must be
+/// reopened (see [`Queue::recover`]).
+struct Trees {
     db: sled::Db,
     main: sled::Tree,
     retry: sled::Tree,
     dead: sled::Tree,
+}
+
+impl Trees {
+    fn open(path: &Path, cache_mb: u64) -> Result<Trees, QueueError> {
+        let open_err = |source| QueueError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_mb << 20)
+            .mode(sled::Mode::LowSpace)
+            // Our own group commit flushes before every ack; this is only a backstop.
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(open_err)?;
+        Ok(Trees {
+            main: db.open_tree("main").map_err(open_err)?,
+            retry: db.open_tree("retry").map_err(open_err)?,
+            dead: db.open_tree("dead").map_err(open_err)?,
+            db,
+        })
+    }
+}
+
+pub struct Queue {
+    path: PathBuf,
+    cache_mb: u64,
+    trees: std::sync::RwLock<Option<Arc<Trees>>>,
+    /// Set when sled reported an IO error: sled keeps failing after one (e.g. after
+    /// the disk was full), so the flusher reopens the store.
+    broken: AtomicBool,
+    /// Incremented on every reopen: readers holding a cursor must start over.
+    generation: AtomicU64,
     depth: AtomicU64,
     tail: std::sync::Mutex<()>,
     max_backlog: u64,
@@ -127,35 +164,21 @@ impl Queue {
         max_backlog: u64,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Queue>, QueueError> {
-        let open_err = |source| QueueError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_mb << 20)
-            .mode(sled::Mode::LowSpace)
-            // Our own group commit flushes before every ack; this is only a backstop.
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(open_err)?;
-        let main = db.open_tree("main").map_err(open_err)?;
-        let retry = db.open_tree("retry").map_err(open_err)?;
-        let dead = db.open_tree("dead").map_err(open_err)?;
-        let depth = (main.len() + retry.len()) as u64;
+        let t = Trees::open(path, cache_mb)?;
+        let depth = (t.main.len() + t.retry.len()) as u64;
         let (flushed_tx, _) = watch::channel(Flushed {
             through: 0,
             result: Ok(()),
         });
         metrics
             .dead_letters
-            .store(dead.len() as u64, Ordering::Relaxed);
+            .store(t.dead.len() as u64, Ordering::Relaxed);
         Ok(Arc::new(Queue {
             path: path.to_owned(),
-            db,
-            main,
-            retry,
-            dead,
+            cache_mb,
+            trees: std::sync::RwLock::new(Some(Arc::new(t))),
+            broken: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             depth: AtomicU64::new(depth),
             tail: std::sync::Mutex::new(()),
             max_backlog,
@@ -169,6 +192,72 @@ impl Queue {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn t(&self) -> Result<Arc<Trees>, QueueError> {
+        self.trees
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(QueueError::Reopening)
+    }
+
+    /// Notes an error; IO errors leave sled failing until it is reopened.
+    fn check<T>(&self, r: Result<T, sled::Error>) -> Result<T, QueueError> {
+        r.map_err(|e| {
+            if matches!(e, sled::Error::Io(_)) && !self.broken.swap(true, Ordering::SeqCst) {
+                tracing::error!(error = %e, "queue store IO error; it will be reopened");
+                self.flush_wake.notify_one();
+            }
+            QueueError::Write(e)
+        })
+    }
+
+    /// Increments on every reopen of the store; a reader keeping a cursor restarts
+    /// from the head when it changes (replays are harmless).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Reopens the store after an IO error, once every user of the old one let go.
+    /// Entries acknowledged before the error were flushed and are still there; writes
+    /// that failed were never acknowledged.
+    fn recover(&self) -> bool {
+        let old = self.trees.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(old) = old {
+            // Wait briefly for in-flight operations on the old store to finish.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            let mut old = Some(old);
+            while let Some(o) = old.take() {
+                match Arc::try_unwrap(o) {
+                    Ok(t) => drop(t),
+                    Err(o) if Instant::now() < deadline => {
+                        old = Some(o);
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(o) => {
+                        *self.trees.write().unwrap_or_else(|p| p.into_inner()) = Some(o);
+                        return false;
+                    }
+                }
+            }
+        }
+        match Trees::open(&self.path, self.cache_mb) {
+            Ok(t) => {
+                self.depth
+                    .store((t.main.len() + t.retry.len()) as u64, Ordering::Relaxed);
+                *self.trees.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(t));
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                self.broken.store(false, Ordering::SeqCst);
+                tracing::warn!(path = %self.path.display(), "queue store reopened");
+                self.new_data.notify_one();
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reopen the queue store yet");
+                false
+            }
+        }
     }
 
     /// Entries waiting (main + retry).
@@ -215,15 +304,27 @@ impl Queue {
             let stopping = tokio::select! {
                 _ = self.flush_wake.notified() => false,
                 _ = shutdown.cancelled() => true,
+                // While broken, retry the reopen periodically.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)),
+                    if self.broken.load(Ordering::SeqCst) => false,
             };
+            if self.broken.load(Ordering::SeqCst) && !stopping {
+                let q = self.clone();
+                let _ = tokio::task::spawn_blocking(move || q.recover()).await;
+            }
             let target = self.appended.load(Ordering::SeqCst);
             if target > done || stopping {
                 let started = Instant::now();
-                let db = self.db.clone();
-                let result = match tokio::task::spawn_blocking(move || db.flush()).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(format!("flush task failed: {e}")),
+                let result = match self.t() {
+                    Err(e) => Err(e.to_string()),
+                    Ok(t) => match tokio::task::spawn_blocking(move || t.db.flush()).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => {
+                            let _ = self.check::<()>(Err(e.clone()));
+                            Err(e.to_string())
+                        }
+                        Err(e) => Err(format!("flush task failed: {e}")),
+                    },
                 };
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "queue flush failed; requests get 503 until it succeeds");
@@ -246,17 +347,19 @@ impl Queue {
     /// below N (which its cursor would skip).
     fn insert_tail(&self, payload: Vec<u8>) -> Result<u64, QueueError> {
         let _order = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        let id = self.db.generate_id()?;
-        self.main.insert(key(id), payload)?;
+        let t = self.t()?;
+        let id = self.check(t.db.generate_id())?;
+        self.check(t.main.insert(key(id), payload))?;
         self.depth.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
 
     /// Up to `max` entries of the main tree after `after`, in arrival order.
     pub fn read_batch(&self, after: Option<u64>, max: usize) -> Result<Vec<Item>, QueueError> {
+        let t = self.t()?;
         let iter = match after {
-            Some(a) => self.main.range(key(a.saturating_add(1))..),
-            None => self.main.iter(),
+            Some(a) => t.main.range(key(a.saturating_add(1))..),
+            None => t.main.iter(),
         };
         let mut out = Vec::new();
         for kv in iter.take(max) {
@@ -272,10 +375,11 @@ impl Queue {
 
     /// Retry entries whose backoff has elapsed, and the time the next one is due.
     pub fn due_retries(&self, max: usize) -> Result<(Vec<Item>, Option<i64>), QueueError> {
+        let t = self.t()?;
         let now = now_ms();
         let mut out = Vec::new();
         let mut next_due: Option<i64> = None;
-        for kv in self.retry.iter() {
+        for kv in t.retry.iter() {
             let (k, v) = kv?;
             let id = id_of(&k);
             let r: RetryEntry =
@@ -295,11 +399,12 @@ impl Queue {
 
     /// Removes entries whose events are committed in Postgres.
     pub fn ack(&self, locs: &[Loc]) -> Result<(), QueueError> {
+        let t = self.t()?;
         let mut removed = 0;
         for loc in locs {
             let old = match loc {
-                Loc::Main(id) => self.main.remove(key(*id))?,
-                Loc::Retry(id) => self.retry.remove(key(*id))?,
+                Loc::Main(id) => self.check(t.main.remove(key(*id)))?,
+                Loc::Retry(id) => self.check(t.retry.remove(key(*id)))?,
             };
             if old.is_some() {
                 removed += 1;
@@ -311,6 +416,7 @@ impl Queue {
 
     /// Records a failed attempt: the entry moves to the retry tree, due after `delay_ms`.
     pub fn defer(&self, item: &Item, error: &str, delay_ms: i64) -> Result<(), QueueError> {
+        let t = self.t()?;
         let id = match item.loc {
             Loc::Main(id) | Loc::Retry(id) => id,
         };
@@ -323,7 +429,7 @@ impl Queue {
         let bytes = serde_json::to_vec(&entry).unwrap_or_default();
         let from_main = matches!(item.loc, Loc::Main(_));
         use sled::Transactional;
-        (&self.main, &self.retry)
+        (&t.main, &t.retry)
             .transaction(|(main, retry)| {
                 if from_main {
                     main.remove(&key(id))?;
@@ -343,6 +449,7 @@ impl Queue {
 
     /// Sets an entry aside after its last attempt failed.
     pub fn dead_letter(&self, item: &Item, error: &str) -> Result<(), QueueError> {
+        let t = self.t()?;
         let id = match item.loc {
             Loc::Main(id) | Loc::Retry(id) => id,
         };
@@ -359,7 +466,7 @@ impl Queue {
             Loc::Retry(_) => (false, true),
         };
         use sled::Transactional;
-        let removed = (&self.main, &self.retry, &self.dead)
+        let removed = (&t.main, &t.retry, &t.dead)
             .transaction(|(main, retry, dead)| {
                 let mut removed = false;
                 if from_main {
@@ -382,13 +489,14 @@ impl Queue {
         }
         self.metrics
             .dead_letters
-            .store(self.dead.len() as u64, Ordering::Relaxed);
+            .store(t.dead.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        let t = self.t()?;
         let mut out = Vec::new();
-        for kv in self.dead.iter() {
+        for kv in t.dead.iter() {
             let (k, v) = kv?;
             let id = id_of(&k);
             out.push(
@@ -401,22 +509,32 @@ impl Queue {
     /// Moves every dead letter back to the tail of the queue for another round of
     /// attempts. Returns how many moved. Flushes before returning.
     pub fn requeue_dead(&self) -> Result<usize, QueueError> {
+        let t = self.t()?;
         let mut n = 0;
         for dl in self.dead_letters()? {
             self.insert_tail(dl.payload)?;
-            self.dead.remove(key(dl.id))?;
+            t.dead.remove(key(dl.id))?;
             n += 1;
         }
-        self.db.flush()?;
+        t.db.flush()?;
         self.metrics
             .dead_letters
-            .store(self.dead.len() as u64, Ordering::Relaxed);
+            .store(t.dead.len() as u64, Ordering::Relaxed);
         self.new_data.notify_one();
         Ok(n)
     }
 
     pub fn status(&self) -> Status {
-        let oldest_ms = self
+        let Ok(t) = self.t() else {
+            return Status {
+                depth: self.depth(),
+                retrying: 0,
+                dead_letters: 0,
+                oldest_age_seconds: None,
+                disk_bytes: 0,
+            };
+        };
+        let oldest_ms = t
             .main
             .first()
             .ok()
@@ -425,16 +543,17 @@ impl Queue {
             .map(|q| q.received_ms());
         Status {
             depth: self.depth(),
-            retrying: self.retry.len() as u64,
-            dead_letters: self.dead.len() as u64,
+            retrying: t.retry.len() as u64,
+            dead_letters: t.dead.len() as u64,
             oldest_age_seconds: oldest_ms.map(|m| ((now_ms() - m).max(0)) as f64 / 1000.0),
-            disk_bytes: self.db.size_on_disk().unwrap_or(0),
+            disk_bytes: t.db.size_on_disk().unwrap_or(0),
         }
     }
 
     /// Flushes synchronously (used at shutdown and by CLI commands).
     pub fn flush(&self) -> Result<(), QueueError> {
-        self.db.flush()?;
+        let t = self.t()?;
+        t.db.flush()?;
         Ok(())
     }
 }

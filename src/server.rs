@@ -112,14 +112,43 @@ pub async fn run(
     let state = Arc::new(AppState::new(&cfg, queue.clone(), store, metrics));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
+    let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
+    let http_stop = CancellationToken::new();
+    let admin = if cfg.server.admin_listen.is_empty() {
+        None
+    } else {
+        let l = TcpListener::bind(&cfg.server.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.server.admin_listen))?;
+        tracing::info!(admin_listen = %cfg.server.admin_listen, "admin endpoints on their own listener");
+        let stop = http_stop.clone();
+        Some(tokio::spawn(http::serve(
+            l,
+            http::Role::Admin,
+            state.clone(),
+            64,
+            grace,
+            async move { stop.cancelled().await },
+        )))
+    };
+    let role = if admin.is_some() {
+        http::Role::Public
+    } else {
+        http::Role::Both
+    };
     http::serve(
         listener,
+        role,
         state,
         cfg.server.max_connections,
-        Duration::from_secs(cfg.server.shutdown_grace_secs),
+        grace,
         shutdown,
     )
     .await;
+    http_stop.cancel();
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
 
     tracing::info!("shutting down: no longer accepting; draining");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);

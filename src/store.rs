@@ -39,6 +39,8 @@ pub enum StoreError {
     Migrate(String),
     #[error("cannot encode a row: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("Postgres did not answer within {0} s")]
+    Timeout(u64),
 }
 
 /// tokio-postgres' Display says only "db error"; operators need the server's message.
@@ -76,7 +78,10 @@ impl StoreError {
     /// against the events; every other error counts as a failed attempt.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Pool(_) | StoreError::Config(_) | StoreError::Migrate(_) => true,
+            StoreError::Pool(_)
+            | StoreError::Config(_)
+            | StoreError::Migrate(_)
+            | StoreError::Timeout(_) => true,
             StoreError::Encode(_) => false,
             StoreError::Db(e) => match e.code() {
                 None => true, // IO error, closed connection, timeout

@@ -6,7 +6,7 @@ use std::time::Duration;
 use taskrouter_summarizer::sim::{realistic_day, DayConfig};
 
 /// A private Postgres cluster that the test may stop and start.
-struct PrivatePg {
+pub struct PrivatePg {
     dir: tempfile::TempDir,
     port: u16,
     bin: PathBuf,
@@ -53,7 +53,7 @@ impl PrivatePg {
         );
     }
 
-    fn start_new() -> PrivatePg {
+    pub fn start_new() -> PrivatePg {
         let dir = tempfile::tempdir().expect("tempdir");
         if is_root() {
             let st = Command::new("chown")
@@ -81,7 +81,7 @@ impl PrivatePg {
         self.dir.path().join("data").display().to_string()
     }
 
-    fn start(&self) {
+    pub fn start(&self) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
@@ -94,11 +94,11 @@ impl PrivatePg {
         );
     }
 
-    fn stop(&self) {
+    pub fn stop(&self) {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
     }
 
-    fn admin_url(&self) -> String {
+    pub fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 }
