@@ -471,6 +471,51 @@ mod tests {
         assert_eq!(w.partition_key(), "WK1");
     }
 
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            // Cases: PROPTEST_CASES (256 by default; the documented long run uses 1,000,000).
+            #[test]
+            fn fuzz_parse_form_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse_form(&body);
+            }
+
+            #[test]
+            fn fuzz_form_round_trips(params in proptest::collection::vec(
+                ("[A-Za-z][A-Za-z0-9_]{0,12}", "\\PC{0,40}"), 0..12)) {
+                let params: Params = params.into_iter().filter(|(_, v)| !v.contains('\0')).collect();
+                let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&params).finish();
+                prop_assert_eq!(parse_form(body.as_bytes()).unwrap(), params);
+            }
+
+            #[test]
+            fn fuzz_event_accessors_never_panic(
+                params in proptest::collection::vec((
+                    prop::sample::select(vec!["EventType", "Sid", "TaskSid", "TaskAge", "TimestampMs",
+                        "Timestamp", "TaskDateCreated", "TaskAttributes", "WorkerSid", "TaskPriority",
+                        "WorkerChannelAvailable", "DateCreated", "ConversationSid", "MessageSid"]),
+                    prop_oneof![
+                        "-?[0-9]{1,25}(\\.[0-9]{0,5})?(e[+-]?[0-9]{1,4})?",
+                        "\\PC{0,30}",
+                        Just("NaN".to_string()), Just("inf".to_string()),
+                        Just("9999-12-31T23:59:59Z".to_string()), Just("{\"a\":[1,{}]}".to_string()),
+                    ]), 0..14),
+                received in any::<i64>(),
+            ) {
+                let params: Params = params.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                let e = Event::from_params(&params, received);
+                let _ = (e.int("TaskAge"), e.instant_ms("TaskDateCreated"), e.json("TaskAttributes"),
+                         e.bool("WorkerChannelAvailable"), e.partition_key(), e.data_json());
+                let c = Event::from_conversation(&params, received);
+                let _ = c.partition_key();
+                let _ = validate(&params);
+                let _ = validate_conversation(&params);
+            }
+        }
+    }
+
     #[test]
     fn queued_callback_round_trips() {
         let q = QueuedCallback::TaskRouterV1 {

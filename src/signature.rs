@@ -204,6 +204,26 @@ mod tests {
         assert!(!verify("12345", URL, &call_params(), "not base64 !!"));
     }
 
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn fuzz_signatures(token in "\\PC{0,20}", url in "\\PC{0,60}",
+                               params in proptest::collection::vec(("\\PC{0,8}", "\\PC{0,16}"), 0..8),
+                               sig in "\\PC{0,40}") {
+                let _ = verify(&token, &url, &params, &sig);
+                let _ = url_variants(&url);
+                let good = compute(&token, &url, &params);
+                prop_assert!(verify(&token, &url, &params, &good));
+                let mut other = params.clone();
+                other.push(("Injected".into(), "1".into()));
+                prop_assert!(!verify(&token, &url, &other, &good));
+            }
+        }
+    }
+
     #[test]
     fn port_variants() {
         assert_eq!(

@@ -630,3 +630,41 @@ proptest! {
         prop_assert_eq!(fwd, rev);
     }
 }
+
+proptest! {
+    /// Arbitrary field values (numbers at the edges, garbage, huge JSON) never panic the
+    /// rules, and every derived row serializes.
+    #[test]
+    fn fuzz_rules_never_panic(
+        events in proptest::collection::vec((
+            prop::sample::select(vec!["task.created", "task.canceled", "task.completed", "task.wrapup",
+                "reservation.created", "reservation.accepted", "reservation.rejected",
+                "worker.activity.update", "worker.capacity.update", "activity.updated", "x.y"]),
+            proptest::collection::vec((
+                prop::sample::select(vec!["TaskSid", "TaskAge", "TimestampMs", "TaskDateCreated",
+                    "TaskAttributes", "TaskAssignmentStatus", "ReservationSid", "WorkerSid",
+                    "WorkerActivitySid", "WorkerChannelCapacity", "TaskChannelUniqueName",
+                    "WorkerAttributes", "ActivitySid", "ActivityAvailable", "TaskPriority"]),
+                prop_oneof![
+                    "-?[0-9]{1,22}",
+                    "\\PC{0,20}",
+                    Just("WT1".to_string()), Just("WK1".to_string()), Just("WR1".to_string()),
+                    Just("{\"conversations\":{\"ivr_time\":1e308},\"direction\":7}".to_string()),
+                ]), 0..10)), 0..12),
+    ) {
+        let evs: Vec<Event> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (t, mut params))| {
+                params.push(("EventType", t.to_string()));
+                params.push(("Sid", format!("EV{i}")));
+                let p: Vec<(String, String)> = params.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                Event::from_params(&p, 1)
+            })
+            .collect();
+        let rows = fold(&evs, &Sla::default(), &[]);
+        for t in rows.tasks.values() {
+            prop_assert!(serde_json::to_value(t).is_ok());
+        }
+    }
+}
