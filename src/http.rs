@@ -13,7 +13,8 @@ use crate::queue::{Queue, QueueError};
 use crate::signature;
 use crate::store::Store;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -40,10 +41,19 @@ pub struct AppState {
     pub sla: crate::config::Sla,
     /// When set, the admin endpoints require `Authorization: Bearer <token>`.
     pub admin_token: Option<Secret>,
+    pub hub: Arc<crate::live::Hub>,
+    /// Cancelled when the server stops accepting: ends long-lived (SSE) responses.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
-    pub fn new(cfg: &Config, queue: Arc<Queue>, store: Store, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        queue: Arc<Queue>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        hub: Arc<crate::live::Hub>,
+    ) -> Self {
         AppState {
             queue,
             store,
@@ -56,14 +66,20 @@ impl AppState {
             sla: cfg.sla.clone(),
             admin_token: (!cfg.server.admin_token.is_empty())
                 .then(|| cfg.server.admin_token.clone()),
+            hub,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
 
-type Body = Full<Bytes>;
+type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
 
 fn respond(status: StatusCode, body: serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut r = Response::new(full(body.to_string()));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -131,6 +147,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    state.shutdown.cancel();
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {
@@ -150,16 +167,83 @@ pub enum Role {
 }
 
 fn is_admin_path(path: &str) -> bool {
-    path == "/readyz" || path == "/metrics" || path.starts_with("/api/")
+    path == "/readyz"
+        || path == "/metrics"
+        || path.starts_with("/api/")
+        || path.starts_with("/dashboard")
+}
+
+/// The wallboard page, embedded in the binary.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+fn sse_frame(event: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+/// Server-Sent Events for the wallboard: the history on connect, then every new summary
+/// and every new history point, until the client leaves or the server shuts down.
+fn sse(st: &AppState) -> Response<Body> {
+    use futures_util::StreamExt;
+    let history = serde_json::to_string(&st.hub.history()).unwrap_or_else(|_| "[]".into());
+    let mut summaries = st.hub.latest.subscribe();
+    let points = st.hub.points.subscribe();
+    let stop = st.shutdown.clone();
+    // The current summary right away, then changes.
+    summaries.mark_changed();
+    let first = futures_util::stream::once(async move { sse_frame("history", &history) });
+    let updates = futures_util::stream::unfold(
+        (summaries, points, stop),
+        |(mut summaries, mut points, stop)| async move {
+            let frame = tokio::select! {
+                r = summaries.changed() => {
+                    r.ok()?;
+                    let latest = summaries.borrow_and_update().clone();
+                    match latest.and_then(|s| serde_json::to_string(&*s).ok()) {
+                        Some(json) => sse_frame("summary", &json),
+                        // Nothing computed yet (e.g. just started): keep the stream open.
+                        None => Bytes::from_static(b": waiting for the first summary\n\n"),
+                    }
+                }
+                p = points.recv() => match p {
+                    Ok(p) => sse_frame("point", &serde_json::to_string(&p).ok()?),
+                    // A slow viewer missed points: the next summary carries on.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Bytes::from_static(b": lagged\n\n"),
+                    Err(_) => return None,
+                },
+                _ = tokio::time::sleep(Duration::from_secs(15)) => Bytes::from_static(b": keep-alive\n\n"),
+                _ = stop.cancelled() => return None,
+            };
+            Some((frame, (summaries, points, stop)))
+        },
+    );
+    let body = StreamBody::new(
+        first
+            .chain(updates)
+            .map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b))),
+    );
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    r
 }
 
 /// Constant-time check of `Authorization: Bearer <token>`.
 fn bearer_ok(req: &Request<Incoming>, token: &Secret) -> bool {
+    // Browsers' EventSource cannot send headers: the wallboard passes `?token=`.
+    let from_query = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
     let Some(given) = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or(from_query)
     else {
         return false;
     };
@@ -190,15 +274,42 @@ async fn route(st: &AppState, role: Role, req: Request<Incoming>) -> Response<Bo
         (&Method::GET, "/healthz") => respond(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/readyz") => readyz(st).await,
         (&Method::GET, "/api/summary") => {
-            match crate::summary::compute(st.store.pool(), &st.sla, chrono::Utc::now()).await {
-                Ok(s) => respond(StatusCode::OK, serde_json::to_value(&s).unwrap_or_default()),
-                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            // The live summary when it is fresh; computed on demand otherwise.
+            let latest = st.hub.latest.borrow().clone();
+            let fresh = latest.filter(|s| {
+                chrono::DateTime::parse_from_rfc3339(&s.generated_at)
+                    .is_ok_and(|t| chrono::Utc::now().signed_duration_since(t).num_seconds() < 3)
+            });
+            match fresh {
+                Some(s) => respond(
+                    StatusCode::OK,
+                    serde_json::to_value(&*s).unwrap_or_default(),
+                ),
+                None => match crate::summary::compute(st.store.pool(), &st.sla, chrono::Utc::now())
+                    .await
+                {
+                    Ok(s) => respond(StatusCode::OK, serde_json::to_value(&s).unwrap_or_default()),
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                },
             }
         }
+        (&Method::GET, "/dashboard") => {
+            let mut r = Response::new(full(DASHBOARD));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r.headers_mut().insert(
+                "content-security-policy",
+                HeaderValue::from_static(
+                    "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+                ),
+            );
+            r
+        }
+        (&Method::GET, "/dashboard/events") => sse(st),
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(
-                st.metrics.render(&st.queue.status()),
-            )));
+            let mut r = Response::new(full(st.metrics.render(&st.queue.status())));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -210,7 +321,9 @@ async fn route(st: &AppState, role: Role, req: Request<Incoming>) -> Response<Bo
         | (_, "/healthz")
         | (_, "/readyz")
         | (_, "/metrics")
-        | (_, "/api/summary") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        | (_, "/api/summary")
+        | (_, "/dashboard")
+        | (_, "/dashboard/events") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -360,7 +473,7 @@ async fn ingress(st: &AppState, req: Request<Incoming>, kind: Kind) -> Response<
         Ok(_) => {
             m.ingress_accepted.fetch_add(1, Relaxed);
             // Twilio asks for 204 with a JSON content type.
-            let mut r = Response::new(Full::new(Bytes::new()));
+            let mut r = Response::new(full(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod event;
 pub mod http;
 pub mod jobs;
+pub mod live;
 pub mod messages;
 pub mod metrics;
 pub mod publish;

@@ -19,7 +19,6 @@ use crate::config::{Config, Secret, Sla};
 use crate::metrics::Metrics;
 use crate::summary::{self, SyncObject};
 use crate::twilio::{segment, TwilioClient, TwilioError};
-use deadpool_postgres::Pool;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -267,30 +266,21 @@ pub fn check_size(data: &Value) -> Result<usize, String> {
 
 pub struct Publisher {
     writer: SyncWriter,
-    pool: Pool,
     sla: Sla,
     db_url: Secret,
-    schedule: cron::Schedule,
     metrics: Arc<Metrics>,
     tracker: Tracker,
 }
 
 impl Publisher {
-    pub fn new(
-        cfg: &Config,
-        client: TwilioClient,
-        pool: Pool,
-        metrics: Arc<Metrics>,
-    ) -> Result<Publisher, cron::error::Error> {
-        Ok(Publisher {
+    pub fn new(cfg: &Config, client: TwilioClient, metrics: Arc<Metrics>) -> Publisher {
+        Publisher {
             writer: SyncWriter::new(cfg, client),
-            pool,
             sla: cfg.sla.clone(),
             db_url: cfg.postgres.url.clone(),
-            schedule: cfg.publish.schedule.parse()?,
             metrics,
             tracker: Tracker::default(),
-        })
+        }
     }
 
     /// Writes the objects that changed (within the per-object limits). Returns how many
@@ -332,19 +322,18 @@ impl Publisher {
         written
     }
 
-    /// Runs until `stop`: elects itself publisher when it can, then publishes on schedule.
-    pub async fn run(mut self, stop: CancellationToken) {
+    /// Runs until `stop`: on every new summary, elects itself publisher when it can, and
+    /// publishes what changed while it holds the lock.
+    pub async fn run(
+        mut self,
+        mut summaries: tokio::sync::watch::Receiver<Option<Arc<summary::Summary>>>,
+        stop: CancellationToken,
+    ) {
         let mut leader: Option<tokio_postgres::Client> = None;
         let mut next_try = Instant::now();
         loop {
-            let wait = self
-                .schedule
-                .upcoming(chrono::Utc)
-                .next()
-                .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
-                .unwrap_or(Duration::from_secs(1));
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                r = summaries.changed() => if r.is_err() { return },
                 _ = stop.cancelled() => return,
             }
             if let Some(c) = &leader {
@@ -367,12 +356,10 @@ impl Publisher {
             if leader.is_none() {
                 continue;
             }
-            match summary::compute(&self.pool, &self.sla, chrono::Utc::now()).await {
-                Ok(s) => {
-                    let objects = summary::sync_objects(&s, &self.sla);
-                    self.publish(objects).await;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot compute summaries"),
+            let latest = summaries.borrow_and_update().clone();
+            if let Some(s) = latest {
+                let objects = summary::sync_objects(&s, &self.sla);
+                self.publish(objects).await;
             }
         }
     }

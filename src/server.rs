@@ -11,6 +11,7 @@ use crate::conversations;
 use crate::dispatch;
 use crate::http::{self, AppState};
 use crate::jobs;
+use crate::live;
 use crate::metrics::Metrics;
 use crate::publish::{Publisher, SyncWriter};
 use crate::queue::Queue;
@@ -76,9 +77,19 @@ pub async fn run(
     let watchdog = tokio::spawn(watchdog(metrics.clone()));
     let mut background = Vec::new();
     let twilio = TwilioClient::new(&cfg)?;
+    let hub = Arc::new(live::Hub::default());
+    background.push(tokio::spawn(live::run(
+        hub.clone(),
+        store.pool().clone(),
+        cfg.sla.clone(),
+        cfg.publish.schedule.parse()?,
+        pipeline_stop.clone(),
+    )));
     if !cfg.twilio.sync_service_sid.is_empty() {
-        let p = Publisher::new(&cfg, twilio.clone(), store.pool().clone(), metrics.clone())?;
-        background.push(tokio::spawn(p.run(pipeline_stop.clone())));
+        let p = Publisher::new(&cfg, twilio.clone(), metrics.clone());
+        background.push(tokio::spawn(
+            p.run(hub.latest.subscribe(), pipeline_stop.clone()),
+        ));
         background.extend(jobs::spawn_all(
             &cfg,
             store.pool().clone(),
@@ -109,7 +120,13 @@ pub async fn run(
     } else {
         tracing::info!("twilio.workspace_sid is empty: no TaskRouter REST sync");
     }
-    let state = Arc::new(AppState::new(&cfg, queue.clone(), store, metrics));
+    let state = Arc::new(AppState::new(
+        &cfg,
+        queue.clone(),
+        store,
+        metrics,
+        hub.clone(),
+    ));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);

@@ -3,6 +3,7 @@
 
 mod conversations;
 mod crash;
+mod dashboard;
 mod faults;
 mod harness;
 mod ingest;
