@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod conversations;
+pub mod demo;
 pub mod dispatch;
 pub mod event;
 pub mod http;
@@ -28,6 +29,7 @@ pub mod rules;
 pub mod server;
 pub mod signature;
 pub mod sim;
+pub mod simulate;
 pub mod store;
 pub mod summary;
 pub mod taskrouter;

@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 use taskrouter_summarizer::config::{Config, ConfigError};
-use taskrouter_summarizer::{jobs, metrics::Metrics, queue::Queue, server, signature, store};
+use taskrouter_summarizer::{
+    demo, jobs, metrics::Metrics, queue::Queue, server, signature, simulate, store,
+};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +41,42 @@ enum Command {
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
+    },
+    /// Everything on this machine: a local Postgres, the service, and a simulated
+    /// contact center posting to it. No config needed.
+    Demo {
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        #[arg(long, default_value_t = 20)]
+        agents: usize,
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Post a simulated contact-center day (signed callbacks and messages) to a service.
+    Simulate {
+        /// The ingress URL, e.g. http://127.0.0.1:3000/ingress
+        #[arg(long)]
+        url: String,
+        /// The auth token the service verifies signatures with.
+        #[arg(long, env = "TWILIO_AUTH_TOKEN")]
+        auth_token: String,
+        /// Sign for this base URL instead of the posting URL (the service's public_url).
+        #[arg(long)]
+        public_url: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        agents: usize,
+        /// Requests per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Seconds, at most.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// User-defined jobs from the config.
     Jobs {
@@ -106,13 +144,65 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::CheckConfig = cli.command {
-        return check_config(&cli.config);
+    match cli.command {
+        Command::CheckConfig => return check_config(&cli.config),
+        Command::Demo {
+            port,
+            agents,
+            rate,
+            duration,
+            seed,
+        } => {
+            init_logging(None);
+            return runtime()?.block_on(demo::run(demo::Options {
+                port,
+                agents,
+                rate,
+                duration,
+                seed,
+            }));
+        }
+        Command::Simulate {
+            url,
+            auth_token,
+            public_url,
+            agents,
+            rate,
+            duration,
+            seed,
+        } => {
+            let opts = simulate::Options {
+                url,
+                public_url,
+                auth_token,
+                agents,
+                rate,
+                duration,
+                seed,
+                concurrency: 32,
+            };
+            let r = runtime()?.block_on(simulate::run(&opts));
+            println!(
+                "sent {}, acknowledged {}, refused {}, errors {} in {:.1} s",
+                r.sent,
+                r.accepted,
+                r.refused,
+                r.errors,
+                r.elapsed.as_secs_f64()
+            );
+            if r.refused + r.errors > 0 {
+                bail!("{} callbacks were not acknowledged", r.refused + r.errors);
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     let cfg = Config::load(&cli.config)?;
     init_logging(Some(&cfg));
     match cli.command {
-        Command::CheckConfig => unreachable!("handled above"),
+        Command::CheckConfig | Command::Demo { .. } | Command::Simulate { .. } => {
+            unreachable!("handled above")
+        }
         Command::Migrate => runtime()?.block_on(async {
             let pool = store::pool(&cfg)?;
             let applied = store::migrate(&pool)

@@ -290,12 +290,14 @@ impl Store {
             if let Some(t) = e.task_sid() {
                 locks.insert(lock_key("task", t));
             }
-            if let Some(w) = e.worker_sid() {
-                locks.insert(lock_key("worker", w));
-            }
-            // A worker row derives its availability from its activity: serialize with
-            // transactions that change that activity.
+            // Only worker.* events change worker rows (reservation events name a worker
+            // but change only their task and reservation).
             if e.event_type.starts_with("worker.") {
+                if let Some(w) = e.worker_sid() {
+                    locks.insert(lock_key("worker", w));
+                }
+                // A worker row derives its availability from its activity: serialize with
+                // transactions that change that activity.
                 if let Some(a) = e.get("WorkerActivitySid") {
                     locks.insert(lock_key("activity", a));
                 }
@@ -473,30 +475,10 @@ impl Store {
             )
             .await?;
         tx.execute(&stmt, &[&tasks]).await?;
-        if !conversations.is_empty() {
-            // Tasks reached through their conversation are locked like any task update.
-            let stmt = tx
-                .prepare_cached("SELECT sid FROM tasks WHERE conversation_sid = ANY($1)")
-                .await?;
-            let sids: Vec<String> = tx
-                .query(&stmt, &[&conversations])
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let keys: Vec<i64> = sids
-                .iter()
-                .map(|s| lock_key("task", s))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let stmt = tx
-                .prepare_cached(
-                    "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest($1::int8[]) AS k ORDER BY 1) s",
-                )
-                .await?;
-            tx.query_one(&stmt, &[&keys]).await?;
-        }
+        // Tasks reached through their conversation are not advisory-locked here: taking
+        // locks this late (after the batch's sorted locks) could deadlock with another
+        // batch. The UPDATE below writes only the message columns, which task upserts
+        // never touch, and row locks order it after any concurrent task upsert.
         let stmt = tx
             .prepare_cached(
                 "SELECT t.sid, t.conversation_sid, \

@@ -33,6 +33,7 @@ async fn kill_9_during_bursts_loses_and_duplicates_no_acknowledged_callback() {
     for cycle in 0..n {
         let part = &day.callbacks[cycle * chunk..((cycle + 1) * chunk).min(day.callbacks.len())];
         let mut tasks = Vec::new();
+        let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // 48 concurrent clients, each posting its share in a loop.
         for lane in 0..48 {
             let mine: Vec<Vec<(String, String)>> =
@@ -40,6 +41,7 @@ async fn kill_9_during_bursts_loses_and_duplicates_no_acknowledged_callback() {
             let http = svc.http.clone();
             let target = svc.url("/ingress");
             let url = url.clone();
+            let progress = progress.clone();
             tasks.push(tokio::spawn(async move {
                 let mut ok = Vec::new();
                 let mut failed = 0;
@@ -53,14 +55,24 @@ async fn kill_9_during_bursts_loses_and_duplicates_no_acknowledged_callback() {
                         .send()
                         .await;
                     match r {
-                        Ok(r) if r.status().as_u16() == 204 => ok.push(sid_of(&p)),
+                        Ok(r) if r.status().as_u16() == 204 => {
+                            ok.push(sid_of(&p));
+                            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         _ => failed += 1,
                     }
                 }
                 (ok, failed)
             }));
         }
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..600))).await;
+        // Kill at a random point of the burst: after 20 to 80 % of it was acknowledged.
+        let target = part.len() * rng.gen_range(20..80) / 100;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while progress.load(std::sync::atomic::Ordering::Relaxed) < target
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         svc.kill9();
         for t in tasks {
             let (ok, failed) = t.await.expect("lane");
