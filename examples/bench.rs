@@ -1,15 +1,22 @@
-//! First benchmark: ingest (durable 204s per second, latency) and drain (events per
-//! second from a filled queue into Postgres), with the real release binary over HTTP.
+//! Benchmarks against the targets, with the real release binary over HTTP, each next to
+//! a ceiling measured on the same machine in the same run.
 //!
-//!   cargo build --release && cargo run --release --example bench -- [clients] [seconds]
+//!   cargo build --release && cargo run --release --example bench
 //!
-//! Phase 1 starts `serve` with Postgres unreachable, so every callback stays in the
-//! queue: it measures ingest alone (signature check, parse, append, group-commit fsync).
-//! Phase 2 restarts `serve` against a fresh database and times the drain of that queue.
-//! The admin connection comes from TEST_DATABASE_URL (default postgres@127.0.0.1).
+//! (a) ingest: durable 204/s and p50/p99 at 64 and 256 clients (Postgres unreachable, so
+//!     only ingest runs), p99 at a steady 2,000/s; ceiling: a bare hyper server answering
+//!     204 to the same load generator.
+//! (b) drain: events/s from the filled queue into an empty database; ceiling: pgbench
+//!     running a hand-written batched upsert of the same number of rows.
+//! (c) freshness: callback → summary document written to a Sync stand-in, p50/p99.
+//! (d) RSS of `serve` at a steady 5,000 callbacks/s.
+//! Summary cost is `examples/summary_cost.rs`. Admin connection: TEST_DATABASE_URL.
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use taskrouter_summarizer::signature;
 use taskrouter_summarizer::sim::{realistic_day, DayConfig};
@@ -17,7 +24,14 @@ use taskrouter_summarizer::sim::{realistic_day, DayConfig};
 const TOKEN: &str = "bench-token";
 const PUBLIC: &str = "https://bench.test";
 
-fn config(dir: &std::path::Path, port: u16, db: &str) -> std::path::PathBuf {
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn config(dir: &std::path::Path, port: u16, db: &str, extra: &str) -> std::path::PathBuf {
     let p = dir.join("config.toml");
     std::fs::write(
         &p,
@@ -25,7 +39,7 @@ fn config(dir: &std::path::Path, port: u16, db: &str) -> std::path::PathBuf {
             "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{PUBLIC}\"\n\
              [queue]\npath = \"{}\"\nworkers = 4\nbatch_size = 1000\n\
              [postgres]\nurl = \"{db}\"\npool_size = 8\nconnect_timeout_secs = 1\n\
-             [twilio]\nauth_token = \"{TOKEN}\"\n[log]\nlevel = \"warn\"\n",
+             [twilio]\nauth_token = \"{TOKEN}\"\n{extra}\n[log]\nlevel = \"warn\"\n",
             dir.join("queue").display()
         ),
     )
@@ -39,92 +53,89 @@ fn serve(cfg: &std::path::Path) -> Child {
         .arg(cfg)
         .arg("serve")
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("run target/release/taskrouter-summarizer (cargo build --release first)")
 }
 
+fn stop(mut child: Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+}
+
 async fn wait_up(http: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
+    for _ in 0..400 {
         if http.get(format!("{base}/healthz")).send().await.is_ok() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("serve did not start");
+    panic!("server did not start");
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
-        return 0.0;
+        return f64::NAN;
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
 }
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let clients: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(64);
-    let seconds: u64 = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(10);
-    let admin = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+struct Load {
+    acks: usize,
+    errors: usize,
+    secs: f64,
+    lat: Vec<Duration>,
+}
 
-    // Signed bodies of realistic days (distinct seeds give distinct sids), prepared
-    // before the clock starts.
-    let mut bodies = Vec::new();
-    let mut seed = 1;
-    while bodies.len() < 400_000 {
-        let day = realistic_day(&DayConfig {
-            seed,
-            tasks: 3000,
-            workers: 60,
-            ..DayConfig::default()
-        });
-        for cb in day.callbacks {
-            let sig = signature::compute(TOKEN, &format!("{PUBLIC}/ingress"), &cb);
-            let body = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(&cb)
-                .finish();
-            bodies.push((body, sig));
-        }
-        seed += 1;
+impl Load {
+    fn line(&self, what: &str) -> String {
+        format!(
+            "{what}: {} acks in {:.1} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+            self.acks,
+            self.secs,
+            self.acks as f64 / self.secs,
+            pct(&self.lat, 0.5),
+            pct(&self.lat, 0.99),
+            self.errors
+        )
     }
-    let bodies = Arc::new(bodies);
+}
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let base = format!("http://127.0.0.1:{port}");
+/// Posts signed bodies from `bodies` (each at most once) with `clients` concurrent
+/// clients for `secs`, as fast as possible or paced at `rate` per second overall.
+async fn load(
+    url: &str,
+    bodies: &Arc<Vec<(String, String)>>,
+    next: &Arc<AtomicUsize>,
+    clients: usize,
+    rate: Option<u32>,
+    secs: u64,
+) -> Load {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
         .expect("client");
-
-    // Phase 1: ingest only (Postgres unreachable: port 1).
-    let cfg = config(dir.path(), port, "postgres://nobody@127.0.0.1:1/none");
-    let mut child = serve(&cfg);
-    wait_up(&http, &base).await;
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
     let mut lanes = Vec::new();
-    for _ in 0..clients {
-        let (http, bodies, next, url) = (
-            http.clone(),
-            bodies.clone(),
-            next.clone(),
-            format!("{base}/ingress"),
-        );
+    for lane in 0..clients {
+        let (http, bodies, next, url) = (http.clone(), bodies.clone(), next.clone(), url.to_owned());
         lanes.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let mut errors = 0u64;
+            let mut errors = 0;
+            // Paced: each lane sends at rate/clients, offset so lanes interleave.
+            let period = rate.map(|r| Duration::from_secs_f64(clients as f64 / r as f64));
+            let mut due = Instant::now() + period.map(|p| p.mul_f64(lane as f64 / clients as f64)).unwrap_or_default();
             while Instant::now() < deadline {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((body, sig)) = bodies.get(i) else {
-                    break;
-                };
+                if let Some(p) = period {
+                    tokio::time::sleep_until(due.into()).await;
+                    due += p;
+                }
+                let i = next.fetch_add(1, Relaxed);
+                let Some((body, sig)) = bodies.get(i) else { break };
                 let t = Instant::now();
                 let r = http
                     .post(&url)
@@ -148,83 +159,313 @@ async fn main() {
         lat.extend(l);
         errors += e;
     }
-    let elapsed = started.elapsed().as_secs_f64();
     lat.sort();
-    println!(
-        "ingest: {clients} clients, {elapsed:.1} s: {} acks ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, errors {errors}",
-        lat.len(),
-        lat.len() as f64 / elapsed,
-        pct(&lat, 0.5),
-        pct(&lat, 0.99)
-    );
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
+    Load {
+        acks: lat.len(),
+        errors,
+        secs: started.elapsed().as_secs_f64(),
+        lat,
     }
-    let _ = child.wait();
-    let queued = lat.len();
+}
 
-    // Phase 2: drain the filled queue into a fresh database.
-    let name = format!("trs_bench_{}", std::process::id());
-    let (c, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+/// A bare hyper server answering 204 to everything: the ingest ceiling.
+async fn bare_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    let mut r = hyper::Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = hyper::StatusCode::NO_CONTENT;
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// A Sync stand-in that accepts every write and records when each document's data
+/// arrived: for freshness.
+async fn sync_stub(seen: Arc<Mutex<Vec<(Instant, String, String)>>>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { continue };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let data = form_urlencoded::parse(&body)
+                            .find(|(k, _)| k == "Data")
+                            .map(|(_, v)| v.into_owned())
+                            .unwrap_or_default();
+                        seen.lock().unwrap_or_else(|p| p.into_inner()).push((Instant::now(), path, data));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{}"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+async fn admin_db(admin: &str, name: &str) -> String {
+    let (c, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
         .await
         .expect("admin connection");
     tokio::spawn(conn);
     for sql in [
-        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         format!("CREATE DATABASE {name}"),
     ] {
         c.batch_execute(&sql).await.expect("create db");
     }
-    let mut u = url::Url::parse(&admin).expect("url");
+    let mut u = url::Url::parse(admin).expect("url");
     u.set_path(&format!("/{name}"));
-    let cfg = config(dir.path(), port, u.as_str());
+    u.to_string()
+}
+
+fn migrate(cfg: &std::path::Path) {
     let st = Command::new("target/release/taskrouter-summarizer")
         .arg("--config")
-        .arg(&cfg)
+        .arg(cfg)
         .arg("migrate")
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .expect("migrate");
     assert!(st.success());
-    let started = Instant::now();
-    let mut child = serve(&cfg);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let admin = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+
+    // Signed bodies of realistic days (distinct seeds give distinct sids), prepared
+    // before any clock starts.
+    let mut bodies = Vec::new();
+    let mut seed = 1;
+    while bodies.len() < 900_000 {
+        let day = realistic_day(&DayConfig { seed, tasks: 5000, workers: 80, ..DayConfig::default() });
+        for cb in day.callbacks {
+            let sig = signature::compute(TOKEN, &format!("{PUBLIC}/ingress"), &cb);
+            let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&cb).finish();
+            bodies.push((body, sig));
+        }
+        seed += 1;
+    }
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let mut report = Vec::new();
+
+    // (a) ingest.
+    let ceiling_port = bare_server().await;
+    let ceiling_url = format!("http://127.0.0.1:{ceiling_port}/ingress");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let cfg = config(dir.path(), port, "postgres://nobody@127.0.0.1:1/none", "");
+    let child = serve(&cfg);
     wait_up(&http, &base).await;
+    for clients in [64, 256] {
+        let c = load(&ceiling_url, &bodies, &Arc::new(AtomicUsize::new(0)), clients, None, secs).await;
+        let s = load(&format!("{base}/ingress"), &bodies, &next, clients, None, secs).await;
+        report.push(s.line(&format!("ingest, {clients} clients")));
+        report.push(c.line(&format!("  ceiling (bare hyper 204), {clients} clients")));
+        report.push(format!("  ratio {:.2}", s.acks as f64 / s.secs / (c.acks as f64 / c.secs)));
+        println!("{}", report[report.len() - 3..].join("\n"));
+    }
+    let s = load(&format!("{base}/ingress"), &bodies, &next, 64, Some(2000), secs).await;
+    report.push(s.line("ingest, steady 2,000/s"));
+    println!("{}", report.last().expect("line"));
+    stop(child);
+    let queued = next.load(Relaxed).min(bodies.len());
+
+    // (b) drain the filled queue into an empty database.
+    let db = admin_db(&admin, "trs_bench_drain").await;
+    let cfg = config(dir.path(), port, &db, "");
+    migrate(&cfg);
+    let started = Instant::now();
+    let child = serve(&cfg);
+    wait_up(&http, &base).await;
+    let depth0: u64 = loop {
+        let r: serde_json::Value = http.get(format!("{base}/readyz")).send().await.expect("readyz").json().await.expect("json");
+        if let Some(d) = r["queue"]["depth"].as_u64() {
+            break d;
+        }
+    };
     loop {
-        let r: serde_json::Value = http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
+        let r: serde_json::Value = http.get(format!("{base}/readyz")).send().await.expect("readyz").json().await.expect("json");
         if r["queue"]["depth"].as_u64() == Some(0) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let r: serde_json::Value = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
-    println!(
-        "queue on disk after the drain: {} bytes",
-        r["queue"]["disk_bytes"]
-    );
-    println!(
-        "drain: {queued} events into Postgres in {elapsed:.1} s ({:.0} events/s, including start-up)",
-        queued as f64 / elapsed
-    );
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
+    let drain = started.elapsed().as_secs_f64();
+    stop(child);
+    report.push(format!(
+        "drain: {depth0} queued events (of {queued} acked) into Postgres in {drain:.1} s = {:.0} events/s (start-up included)",
+        depth0 as f64 / drain
+    ));
+    // Ceiling: pgbench, 4 clients, each transaction a batched upsert of 1,000 events and
+    // the matching state rows (the same shape of work, without the rules).
+    let script = dir.path().join("upsert.sql");
+    std::fs::write(
+        &script,
+        "\\set b random(1, 1000000000)\n\
+         INSERT INTO events (sid, event_type, occurred_at, received_at, data, task_sid) \
+         SELECT 'EVb' || :b || '-' || g, 'task.updated', now(), now(), \
+         jsonb_build_object('TaskAttributes', repeat('x', 600), 'g', g), 'WTb' || (:b % 1000) || '-' || (g % 200) \
+         FROM generate_series(1, 1000) g ON CONFLICT (sid) DO NOTHING;\n\
+         INSERT INTO tasks (sid, task_assignment_status, age, state) \
+         SELECT 'WTb' || (:b % 1000) || '-' || g, 'assigned', g, jsonb_build_object('age', g) \
+         FROM generate_series(1, 200) g \
+         ON CONFLICT (sid) DO UPDATE SET task_assignment_status = EXCLUDED.task_assignment_status, age = EXCLUDED.age, state = EXCLUDED.state;\n",
+    )
+    .expect("script");
+    let out = Command::new("pgbench")
+        .args(["-n", "-c", "4", "-j", "2", "-T", &secs.to_string(), "-f"])
+        .arg(&script)
+        .arg(&db)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let tps: f64 = text
+                .lines()
+                .find(|l| l.starts_with("tps"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            report.push(format!(
+                "  ceiling (pgbench, batched upsert of 1,000 events + 200 task rows per transaction): {:.0} events/s; ratio {:.2}",
+                tps * 1000.0,
+                (depth0 as f64 / drain) / (tps * 1000.0)
+            ));
+        }
+        other => report.push(format!("  ceiling: pgbench did not run ({other:?})")),
     }
-    let _ = child.wait();
-    let _ = c
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await;
+    println!("{}", report[report.len() - 2..].join("\n"));
+
+    // (c) freshness: callback → summary document written to Sync.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sync_port = sync_stub(seen.clone()).await;
+    let db = admin_db(&admin, "trs_bench_fresh").await;
+    let extra = format!(
+        "account_sid = \"AC0123456789abcdef0123456789abcdef\"\nsync_service_sid = \"IS0123456789abcdef0123456789abcdef\"\nsync_url = \"http://127.0.0.1:{sync_port}\""
+    );
+    let cfg = config(dir.path(), port, &db, &extra);
+    migrate(&cfg);
+    let _ = std::fs::remove_dir_all(dir.path().join("queue"));
+    let child = serve(&cfg);
+    wait_up(&http, &base).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut fresh = Vec::new();
+    for n in 1..=30u32 {
+        let now = chrono::Utc::now().timestamp_millis();
+        let cb: Vec<(String, String)> = [
+            ("EventType", "task.created".to_owned()),
+            ("Sid", format!("EVfresh{n}")),
+            ("TaskSid", format!("WTfresh{n}")),
+            ("TaskAssignmentStatus", "pending".to_owned()),
+            ("TaskChannelUniqueName", "custom3".to_owned()),
+            ("TaskAge", "0".to_owned()),
+            ("TimestampMs", now.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let sig = signature::compute(TOKEN, &format!("{PUBLIC}/ingress"), &cb);
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&cb).finish();
+        let sent = Instant::now();
+        let r = http
+            .post(format!("{base}/ingress"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", sig)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 204);
+        let want = format!("\"custom3\":{n}");
+        loop {
+            let hit = seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|(t, path, data)| *t >= sent && path.ends_with("workspaceActiveTaskCount") && data.contains(&want))
+                .map(|(t, _, _)| *t);
+            if let Some(t) = hit {
+                fresh.push(t - sent);
+                break;
+            }
+            assert!(sent.elapsed() < Duration::from_secs(20), "never published");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Spread the samples over the publish schedule.
+        tokio::time::sleep(Duration::from_millis(137 * (n as u64 % 7))).await;
+    }
+    fresh.sort();
+    report.push(format!(
+        "freshness (callback → Sync document written), 30 samples: p50 {:.0} ms, p99 {:.0} ms (publish.schedule every second)",
+        pct(&fresh, 0.5),
+        pct(&fresh, 0.99)
+    ));
+    println!("{}", report.last().expect("line"));
+    stop(child);
+
+    // (d) RSS at a steady 5,000 callbacks/s, with Postgres applying.
+    let db = admin_db(&admin, "trs_bench_rss").await;
+    let cfg = config(dir.path(), port, &db, "");
+    migrate(&cfg);
+    let _ = std::fs::remove_dir_all(dir.path().join("queue"));
+    let child = serve(&cfg);
+    wait_up(&http, &base).await;
+    let pid = child.id();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(pid), Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let s = load(&format!("{base}/ingress"), &bodies, &next, 64, Some(5000), secs.max(20)).await;
+    sampler.abort();
+    report.push(s.line("steady 5,000/s with Postgres applying"));
+    report.push(format!("  peak RSS of serve: {:.1} MiB", peak.load(Relaxed) as f64 / 1024.0));
+    println!("{}", report[report.len() - 2..].join("\n"));
+    stop(child);
+
+    println!("\n== results\n{}", report.join("\n"));
 }
