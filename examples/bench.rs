@@ -122,20 +122,26 @@ async fn load(
     let deadline = started + Duration::from_secs(secs);
     let mut lanes = Vec::new();
     for lane in 0..clients {
-        let (http, bodies, next, url) = (http.clone(), bodies.clone(), next.clone(), url.to_owned());
+        let (http, bodies, next, url) =
+            (http.clone(), bodies.clone(), next.clone(), url.to_owned());
         lanes.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0;
             // Paced: each lane sends at rate/clients, offset so lanes interleave.
             let period = rate.map(|r| Duration::from_secs_f64(clients as f64 / r as f64));
-            let mut due = Instant::now() + period.map(|p| p.mul_f64(lane as f64 / clients as f64)).unwrap_or_default();
+            let mut due = Instant::now()
+                + period
+                    .map(|p| p.mul_f64(lane as f64 / clients as f64))
+                    .unwrap_or_default();
             while Instant::now() < deadline {
                 if let Some(p) = period {
                     tokio::time::sleep_until(due.into()).await;
                     due += p;
                 }
                 let i = next.fetch_add(1, Relaxed);
-                let Some((body, sig)) = bodies.get(i) else { break };
+                let Some((body, sig)) = bodies.get(i) else {
+                    break;
+                };
                 let t = Instant::now();
                 let r = http
                     .post(&url)
@@ -170,18 +176,24 @@ async fn load(
 
 /// A bare hyper server answering 204 to everything: the ingest ceiling.
 async fn bare_server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = listener.accept().await else { continue };
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    let mut r = hyper::Response::new(Full::new(Bytes::new()));
-                    *r.status_mut() = hyper::StatusCode::NO_CONTENT;
-                    Ok::<_, std::convert::Infallible>(r)
-                });
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        let mut r = hyper::Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = hyper::StatusCode::NO_CONTENT;
+                        Ok::<_, std::convert::Infallible>(r)
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                     .await;
@@ -194,26 +206,43 @@ async fn bare_server() -> u16 {
 /// A Sync stand-in that accepts every write and records when each document's data
 /// arrived: for freshness.
 async fn sync_stub(seen: Arc<Mutex<Vec<(Instant, String, String)>>>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = listener.accept().await else { continue };
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
             let seen = seen.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let path = req.uri().path().to_owned();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let data = form_urlencoded::parse(&body)
-                            .find(|(k, _)| k == "Data")
-                            .map(|(_, v)| v.into_owned())
-                            .unwrap_or_default();
-                        seen.lock().unwrap_or_else(|p| p.into_inner()).push((Instant::now(), path, data));
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{}"))))
-                    }
-                });
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let data = form_urlencoded::parse(&body)
+                                .find(|(k, _)| k == "Data")
+                                .map(|(_, v)| v.into_owned())
+                                .unwrap_or_default();
+                            seen.lock().unwrap_or_else(|p| p.into_inner()).push((
+                                Instant::now(),
+                                path,
+                                data,
+                            ));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"{}"),
+                            )))
+                        }
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                     .await;
@@ -266,17 +295,27 @@ fn rss_kib(pid: u32) -> u64 {
 async fn main() {
     let admin = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
 
     // Signed bodies of realistic days (distinct seeds give distinct sids), prepared
     // before any clock starts.
     let mut bodies = Vec::new();
     let mut seed = 1;
     while bodies.len() < 900_000 {
-        let day = realistic_day(&DayConfig { seed, tasks: 5000, workers: 80, ..DayConfig::default() });
+        let day = realistic_day(&DayConfig {
+            seed,
+            tasks: 5000,
+            workers: 80,
+            ..DayConfig::default()
+        });
         for cb in day.callbacks {
             let sig = signature::compute(TOKEN, &format!("{PUBLIC}/ingress"), &cb);
-            let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&cb).finish();
+            let body = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&cb)
+                .finish();
             bodies.push((body, sig));
         }
         seed += 1;
@@ -296,14 +335,41 @@ async fn main() {
     let child = serve(&cfg);
     wait_up(&http, &base).await;
     for clients in [64, 256] {
-        let c = load(&ceiling_url, &bodies, &Arc::new(AtomicUsize::new(0)), clients, None, secs).await;
-        let s = load(&format!("{base}/ingress"), &bodies, &next, clients, None, secs).await;
+        let c = load(
+            &ceiling_url,
+            &bodies,
+            &Arc::new(AtomicUsize::new(0)),
+            clients,
+            None,
+            secs,
+        )
+        .await;
+        let s = load(
+            &format!("{base}/ingress"),
+            &bodies,
+            &next,
+            clients,
+            None,
+            secs,
+        )
+        .await;
         report.push(s.line(&format!("ingest, {clients} clients")));
         report.push(c.line(&format!("  ceiling (bare hyper 204), {clients} clients")));
-        report.push(format!("  ratio {:.2}", s.acks as f64 / s.secs / (c.acks as f64 / c.secs)));
+        report.push(format!(
+            "  ratio {:.2}",
+            s.acks as f64 / s.secs / (c.acks as f64 / c.secs)
+        ));
         println!("{}", report[report.len() - 3..].join("\n"));
     }
-    let s = load(&format!("{base}/ingress"), &bodies, &next, 64, Some(2000), secs).await;
+    let s = load(
+        &format!("{base}/ingress"),
+        &bodies,
+        &next,
+        64,
+        Some(2000),
+        secs,
+    )
+    .await;
     report.push(s.line("ingest, steady 2,000/s"));
     println!("{}", report.last().expect("line"));
     stop(child);
@@ -317,13 +383,27 @@ async fn main() {
     let child = serve(&cfg);
     wait_up(&http, &base).await;
     let depth0: u64 = loop {
-        let r: serde_json::Value = http.get(format!("{base}/readyz")).send().await.expect("readyz").json().await.expect("json");
+        let r: serde_json::Value = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
         if let Some(d) = r["queue"]["depth"].as_u64() {
             break d;
         }
     };
     loop {
-        let r: serde_json::Value = http.get(format!("{base}/readyz")).send().await.expect("readyz").json().await.expect("json");
+        let r: serde_json::Value = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
         if r["queue"]["depth"].as_u64() == Some(0) {
             break;
         }
@@ -404,7 +484,9 @@ async fn main() {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let sig = signature::compute(TOKEN, &format!("{PUBLIC}/ingress"), &cb);
-        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&cb).finish();
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&cb)
+            .finish();
         let sent = Instant::now();
         let r = http
             .post(format!("{base}/ingress"))
@@ -421,7 +503,9 @@ async fn main() {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .find(|(t, path, data)| *t >= sent && path.ends_with("workspaceActiveTaskCount") && data.contains(&want))
+                .find(|(t, path, data)| {
+                    *t >= sent && path.ends_with("workspaceActiveTaskCount") && data.contains(&want)
+                })
                 .map(|(t, _, _)| *t);
             if let Some(t) = hit {
                 fresh.push(t - sent);
@@ -460,10 +544,21 @@ async fn main() {
             }
         })
     };
-    let s = load(&format!("{base}/ingress"), &bodies, &next, 64, Some(5000), secs.max(20)).await;
+    let s = load(
+        &format!("{base}/ingress"),
+        &bodies,
+        &next,
+        64,
+        Some(5000),
+        secs.max(20),
+    )
+    .await;
     sampler.abort();
     report.push(s.line("steady 5,000/s with Postgres applying"));
-    report.push(format!("  peak RSS of serve: {:.1} MiB", peak.load(Relaxed) as f64 / 1024.0));
+    report.push(format!(
+        "  peak RSS of serve: {:.1} MiB",
+        peak.load(Relaxed) as f64 / 1024.0
+    ));
     println!("{}", report[report.len() - 2..].join("\n"));
     stop(child);
 

@@ -215,7 +215,9 @@ async fn process(sh: &Shared, batch: Vec<Work>) {
     loop {
         // A hung Postgres call must not hang the worker (or hide from the watchdog):
         // past the limit the attempt counts as a transient failure and is retried.
+        let started = std::time::Instant::now();
         let attempt = tokio::time::timeout(APPLY_TIMEOUT, sh.store.apply(&events)).await;
+        sh.metrics.apply_seconds.observe(started.elapsed());
         let result = attempt.unwrap_or_else(|_| Err(StoreError::Timeout(APPLY_TIMEOUT.as_secs())));
         match result {
             Ok(applied) => {
@@ -227,6 +229,19 @@ async fn process(sh: &Shared, batch: Vec<Work>) {
                 sh.metrics
                     .events_duplicate
                     .fetch_add(applied.duplicate as u64, Relaxed);
+                if applied.new > 0 {
+                    let mut by_type = sh
+                        .metrics
+                        .applied_by_type
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    for (t, n) in applied.new_by_type {
+                        // Bounded label set: event types come from outside.
+                        if by_type.len() < 200 || by_type.contains_key(&t) {
+                            *by_type.entry(t).or_default() += n;
+                        }
+                    }
+                }
                 let locs: Vec<Loc> = batch.iter().map(|(i, _)| i.loc).collect();
                 if let Err(e) = sh.queue.ack(&locs) {
                     // The events are committed; a failed delete only means a harmless replay.

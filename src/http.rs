@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueError};
 use crate::signature;
 use crate::store::Store;
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
@@ -120,7 +121,7 @@ pub async fn serve(
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => { backoff = Duration::from_millis(10); s }
                 Err(e) => {
@@ -137,7 +138,11 @@ pub async fn serve(
         let st = state.clone();
         let svc = hyper::service::service_fn(move |req| {
             let st = st.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(&st, role, req).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    route(&st, role, peer.ip().is_loopback(), req).await,
+                )
+            }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn.into_owned());
@@ -237,33 +242,62 @@ fn bearer_ok(req: &Request<Incoming>, token: &Secret) -> bool {
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned())
     });
-    let Some(given) = req
+    let header = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.to_str().ok());
+    // Bearer <token>, or Basic auth with the token as the password (any user name).
+    let bearer = header
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .or(from_query)
-    else {
+        .map(str::to_owned);
+    let basic = header
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|up| up.split_once(':').map(|(_, p)| p.to_owned()));
+    let Some(given) = bearer.or(basic).or(from_query) else {
         return false;
     };
     let (a, b) = (given.trim().as_bytes(), token.expose().as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn route(st: &AppState, role: Role, req: Request<Incoming>) -> Response<Body> {
+async fn route(
+    st: &AppState,
+    role: Role,
+    loopback: bool,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path();
     let admin = is_admin_path(path);
     let webhook = path == "/ingress" || path == "/conversations";
     if (admin && role == Role::Public) || (webhook && role == Role::Admin) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
+    // Business data (the wallboard, the summary API) is for this machine only unless a
+    // token protects it.
+    let business = path.starts_with("/dashboard") || path.starts_with("/api/");
+    if business && st.admin_token.is_none() && !loopback {
+        return error(
+            StatusCode::FORBIDDEN,
+            "served to localhost only; set server.admin_token to allow other clients",
+        );
+    }
     if admin {
         if let Some(token) = &st.admin_token {
             if !bearer_ok(&req, token) {
                 let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
-                r.headers_mut()
-                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                // Basic lets a person open the wallboard in a browser (any user, token as password).
+                r.headers_mut().insert(
+                    "www-authenticate",
+                    HeaderValue::from_static(
+                        "Basic realm=\"taskrouter-summarizer\", charset=\"UTF-8\"",
+                    ),
+                );
                 return r;
             }
         }

@@ -5,6 +5,59 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// A Prometheus histogram with fixed buckets (seconds).
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.counts[i].load(Relaxed)
+            );
+        }
+        let n = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {n}");
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub ingress_accepted: AtomicU64,
@@ -29,6 +82,14 @@ pub struct Metrics {
     pub sync_errors: AtomicU64,
     /// 1 while this instance holds the publisher lock.
     pub publisher_leader: AtomicU64,
+    /// Duration of each Postgres transaction applying a batch.
+    pub apply_seconds: Histogram,
+    /// Duration of each Sync write (retries included).
+    pub sync_write_seconds: Histogram,
+    /// From a summary's computation to the end of its publication, last round (ms).
+    pub publish_lag_ms: AtomicU64,
+    /// New events applied, by event type.
+    pub applied_by_type: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// User-defined jobs, by name.
     pub jobs: std::sync::Mutex<std::collections::BTreeMap<String, crate::jobs::JobStatus>>,
 }
@@ -148,6 +209,52 @@ impl Metrics {
             ),
         ] {
             metric(&mut s, "gauge", name, help, &[("", v)]);
+        }
+        self.apply_seconds.render(
+            &mut s,
+            "trs_apply_seconds",
+            "Postgres transactions applying a batch.",
+        );
+        self.sync_write_seconds.render(
+            &mut s,
+            "trs_sync_write_seconds",
+            "Writes to Twilio Sync, retries included.",
+        );
+        metric(
+            &mut s,
+            "gauge",
+            "trs_publish_lag_seconds",
+            "From a summary's computation to the end of its publication (last round).",
+            &[(
+                "",
+                format!("{}", self.publish_lag_ms.load(Relaxed) as f64 / 1000.0),
+            )],
+        );
+        {
+            let by_type = self
+                .applied_by_type
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let samples: Vec<(String, String)> = by_type
+                .iter()
+                .map(|(t, n)| {
+                    (
+                        format!("{{type=\"{}\"}}", t.replace(['"', '\\', '\n'], "_")),
+                        n.to_string(),
+                    )
+                })
+                .collect();
+            let refs: Vec<(&str, String)> = samples
+                .iter()
+                .map(|(l, v)| (l.as_str(), v.clone()))
+                .collect();
+            metric(
+                &mut s,
+                "counter",
+                "trs_events_applied_by_type_total",
+                "New events applied, by event type.",
+                &refs,
+            );
         }
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if !jobs.is_empty() {

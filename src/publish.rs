@@ -360,6 +360,14 @@ impl Publisher {
             if let Some(s) = latest {
                 let objects = summary::sync_objects(&s, &self.sla);
                 self.publish(objects).await;
+                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&s.generated_at) {
+                    let lag = chrono::Utc::now()
+                        .signed_duration_since(t)
+                        .num_milliseconds();
+                    self.metrics
+                        .publish_lag_ms
+                        .store(lag.max(0) as u64, Relaxed);
+                }
             }
         }
     }

@@ -107,10 +107,12 @@ impl StoreError {
 }
 
 /// What a batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub new: usize,
     pub duplicate: usize,
+    /// New events by type (messages count as their webhook's type).
+    pub new_by_type: std::collections::BTreeMap<String, u64>,
 }
 
 /// The Postgres side of the pipeline. Cheap to clone.
@@ -369,9 +371,17 @@ impl Store {
                 fresh.push(e);
             }
         }
+        let mut new_by_type = std::collections::BTreeMap::new();
+        for e in &fresh {
+            *new_by_type.entry(e.event_type.clone()).or_default() += 1;
+        }
+        if new_messages > 0 {
+            *new_by_type.entry("onMessageAdded".to_owned()).or_default() += new_messages as u64;
+        }
         let applied = Applied {
             new: fresh.len() + new_messages,
             duplicate: events.len() - fresh.len() - new_messages,
+            new_by_type,
         };
         if !fresh.is_empty() {
             self.apply_state(&tx, &fresh).await?;
