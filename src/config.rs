@@ -191,7 +191,7 @@ impl Default for Queue {
             path: PathBuf::from("/var/lib/taskrouter-summarizer/queue"),
             workers: 4,
             batch_size: 500,
-            cache_mb: 64,
+            cache_mb: 32,
             max_backlog: 5_000_000,
             max_attempts: 8,
         }

@@ -88,7 +88,8 @@ pub async fn run(
     let mut senders = Vec::new();
     let mut handles = Vec::new();
     for i in 0..settings.workers {
-        let (tx, rx) = mpsc::channel::<Work>(settings.batch_size * 2);
+        // One batch waiting per worker bounds memory; the queue holds the rest.
+        let (tx, rx) = mpsc::channel::<Work>(settings.batch_size);
         senders.push(tx);
         handles.push(tokio::spawn(worker(i, shared.clone(), rx)));
     }

@@ -621,8 +621,20 @@ mod tests {
             drop(q);
             stop.stop().await;
         }
-        // Reopen: the 40 unacknowledged entries are still there.
-        let q = Queue::open(dir.path(), 8, 1_000, Arc::new(Metrics::default())).unwrap();
+        // Reopen: the 40 unacknowledged entries are still there. (sled's background
+        // thread may hold the directory lock for a moment after the last handle drops.)
+        let mut tries = 0;
+        let q = loop {
+            match Queue::open(dir.path(), 8, 1_000, Arc::new(Metrics::default())) {
+                Ok(q) => break q,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         assert_eq!(q.depth(), 40);
         assert_eq!(q.read_batch(None, 100).unwrap().len(), 40);
     }

@@ -502,7 +502,8 @@ impl Store {
                  FROM tasks t \
                  WHERE (t.sid = ANY($1) OR t.conversation_sid = ANY($2)) \
                    AND t.conversation_sid IS NOT NULL \
-                   AND coalesce(t.task_channel_unique_name, '') <> 'voice'",
+                   AND coalesce(t.task_channel_unique_name, '') <> 'voice' \
+                   AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_sid = t.conversation_sid)",
             )
             .await?;
         let rows = tx.query(&stmt, &[&tasks, &conversations]).await?;
