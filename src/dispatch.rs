@@ -41,6 +41,27 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Recomputes marked conversations' message metrics until `stop` (see
+/// [`Store::refresh_dirty`]): every half second, or at once while there is more.
+pub async fn run_message_metrics(store: Store, stop: CancellationToken) {
+    loop {
+        let wait = match store.refresh_dirty(500).await {
+            Ok(500) => Duration::from_millis(10),
+            Ok(_) => Duration::from_millis(500),
+            Err(e) => {
+                if !e.is_transient() {
+                    tracing::warn!(error = %e, "cannot refresh message metrics; will retry");
+                }
+                Duration::from_secs(2)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Which worker handles an entity. Stable for a given key and worker count.
 pub fn partition(key: &str, workers: usize) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();

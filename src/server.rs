@@ -75,7 +75,10 @@ pub async fn run(
         pipeline_stop.clone(),
     ));
     let watchdog = tokio::spawn(watchdog(metrics.clone()));
-    let mut background = Vec::new();
+    let mut background = vec![tokio::spawn(dispatch::run_message_metrics(
+        store.clone(),
+        pipeline_stop.clone(),
+    ))];
     let twilio = TwilioClient::new(&cfg)?;
     let hub = Arc::new(live::Hub::default());
     background.push(tokio::spawn(live::run(

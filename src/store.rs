@@ -179,6 +179,31 @@ fn lock_key(kind: &str, id: &str) -> i64 {
     h.finish() as i64
 }
 
+/// Transaction-scoped advisory locks on entities, taken in one statement in key order
+/// (so two transactions never wait on each other in a cycle).
+#[derive(Default)]
+struct Locks(BTreeSet<i64>);
+
+impl Locks {
+    fn exclusive(&mut self, kind: &str, id: &str) {
+        self.0.insert(lock_key(kind, id));
+    }
+
+    async fn take<C: GenericClient>(self, tx: &C) -> Result<(), StoreError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<i64> = self.0.into_iter().collect();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest($1::int8[]) AS k ORDER BY 1) s",
+            )
+            .await?;
+        tx.query_one(&stmt, &[&keys]).await?;
+        Ok(())
+    }
+}
+
 fn to_time(ms: i64) -> Value {
     match chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms) {
         Some(t) => Value::String(t.to_rfc3339()),
@@ -282,45 +307,41 @@ impl Store {
         if events.is_empty() {
             return Ok(Applied::default());
         }
+        let t0 = std::time::Instant::now();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
 
         // 1. Advisory locks on every entity, in key order (no lock-order deadlocks).
-        let mut locks = BTreeSet::new();
+        let mut locks = Locks::default();
         for e in events {
-            locks.insert(lock_key("event", &e.sid));
+            // Reservation events carry their task: the task's lock covers them. Events
+            // themselves need none: `ON CONFLICT DO NOTHING` settles concurrent inserts.
             if let Some(t) = e.task_sid() {
-                locks.insert(lock_key("task", t));
+                locks.exclusive("task", t);
             }
             // Only worker.* events change worker rows (reservation events name a worker
             // but change only their task and reservation).
             if e.event_type.starts_with("worker.") {
                 if let Some(w) = e.worker_sid() {
-                    locks.insert(lock_key("worker", w));
+                    locks.exclusive("worker", w);
                 }
                 // A worker row derives its availability from its activity: serialize with
                 // transactions that change that activity.
                 if let Some(a) = e.get("WorkerActivitySid") {
-                    locks.insert(lock_key("activity", a));
+                    locks.exclusive("activity", a);
                 }
             }
-            if let Some(r) = e.reservation_sid() {
-                locks.insert(lock_key("reservation", r));
-            }
-            if let Some(a) = e.get("ActivitySid") {
-                locks.insert(lock_key("activity", a));
+            if e.event_type.starts_with("activity.") {
+                if let Some(a) = e.get("ActivitySid") {
+                    locks.exclusive("activity", a);
+                }
             }
             if let Some(c) = e.get("ConversationSid") {
-                locks.insert(lock_key("conversation", c));
+                locks.exclusive("conversation", c);
             }
         }
-        let locks: Vec<i64> = locks.into_iter().collect();
-        let stmt = tx
-            .prepare_cached(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest($1::int8[]) AS k ORDER BY 1) s",
-            )
-            .await?;
-        tx.query_one(&stmt, &[&locks]).await?;
+        locks.take(&tx).await?;
+        let t_locks = t0.elapsed();
 
         // 2. Insert events (TaskRouter) and messages (Conversations); only new ones go on.
         let (taskrouter, conversations): (Vec<&Event>, Vec<&Event>) =
@@ -383,9 +404,11 @@ impl Store {
             duplicate: events.len() - fresh.len() - new_messages,
             new_by_type,
         };
+        let t_insert = t0.elapsed();
         if !fresh.is_empty() {
             self.apply_state(&tx, &fresh).await?;
         }
+        let t_state = t0.elapsed();
         let tasks: Vec<String> = fresh
             .iter()
             .filter_map(|e| e.task_sid().map(str::to_owned))
@@ -393,10 +416,21 @@ impl Store {
             .into_iter()
             .collect();
         if !tasks.is_empty() || !touched_conversations.is_empty() {
-            self.refresh_message_metrics(&tx, tasks, touched_conversations)
+            self.mark_message_metrics(&tx, tasks, touched_conversations)
                 .await?;
         }
+        let t_refresh = t0.elapsed();
         tx.commit().await?;
+        // Where a batch's time goes, for profiling the drain (RUST_LOG=…store=trace).
+        tracing::trace!(
+            events = events.len(),
+            locks_ms = t_locks.as_millis() as u64,
+            insert_ms = (t_insert - t_locks).as_millis() as u64,
+            state_ms = (t_state - t_insert).as_millis() as u64,
+            refresh_ms = (t_refresh - t_state).as_millis() as u64,
+            commit_ms = (t0.elapsed() - t_refresh).as_millis() as u64,
+            "batch applied"
+        );
         Ok(applied)
     }
 
@@ -462,16 +496,15 @@ impl Store {
         )
         .await?;
         let (n, _) = self.insert_message_rows(&tx, rows).await?;
-        self.refresh_message_metrics(&tx, Vec::new(), vec![conversation_sid.to_owned()])
+        self.mark_message_metrics(&tx, Vec::new(), vec![conversation_sid.to_owned()])
             .await?;
         tx.commit().await?;
         Ok(n)
     }
 
-    /// Recomputes the message metrics of the given tasks and of the tasks of the given
-    /// conversations (see [`messages`]); for voice tasks, the first response is the
-    /// acceptance.
-    async fn refresh_message_metrics<C: GenericClient>(
+    /// Voice tasks get their first response (the acceptance) at once; conversations whose
+    /// tasks' message metrics may have changed are marked for [`Store::refresh_dirty`].
+    async fn mark_message_metrics<C: GenericClient>(
         &self,
         tx: &C,
         tasks: Vec<String>,
@@ -485,6 +518,58 @@ impl Store {
             )
             .await?;
         tx.execute(&stmt, &[&tasks]).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO dirty_conversations (conversation_sid) \
+                 SELECT DISTINCT c FROM ( \
+                   SELECT unnest($2::text[]) AS c \
+                   UNION SELECT t.conversation_sid FROM tasks t WHERE t.sid = ANY($1) \
+                     AND t.conversation_sid IS NOT NULL \
+                     AND coalesce(t.task_channel_unique_name, '') <> 'voice' \
+                     AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_sid = t.conversation_sid) \
+                 ) x ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        tx.execute(&stmt, &[&tasks, &conversations]).await?;
+        Ok(())
+    }
+
+    /// Recomputes the message metrics of up to `limit` marked conversations in one short
+    /// transaction; returns how many. Concurrent markers wait for this transaction and
+    /// then mark again, so nothing is missed.
+    pub async fn refresh_dirty(&self, limit: i64) -> Result<usize, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "DELETE FROM dirty_conversations WHERE conversation_sid IN \
+                 (SELECT conversation_sid FROM dirty_conversations ORDER BY marked_at \
+                  LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING conversation_sid",
+            )
+            .await?;
+        let convs: Vec<String> = tx
+            .query(&stmt, &[&limit])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !convs.is_empty() {
+            self.refresh_message_metrics(&tx, Vec::new(), convs.clone())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(convs.len())
+    }
+
+    /// Recomputes the message metrics of the given tasks and of the tasks of the given
+    /// conversations (see [`messages`]); for voice tasks, the first response is the
+    /// acceptance.
+    async fn refresh_message_metrics<C: GenericClient>(
+        &self,
+        tx: &C,
+        tasks: Vec<String>,
+        conversations: Vec<String>,
+    ) -> Result<(), StoreError> {
         // Tasks reached through their conversation are not advisory-locked here: taking
         // locks this late (after the batch's sorted locks) could deadlock with another
         // batch. The UPDATE below writes only the message columns, which task upserts
@@ -500,7 +585,8 @@ impl Store {
                                      WHERE r.task_sid = t.sid AND r.accepted_at IS NOT NULL \
                                      UNION SELECT t.worker_sid)), '{}') \
                  FROM tasks t \
-                 WHERE (t.sid = ANY($1) OR t.conversation_sid = ANY($2)) \
+                 WHERE t.sid IN (SELECT unnest($1::text[]) \
+                                 UNION SELECT sid FROM tasks WHERE conversation_sid = ANY($2)) \
                    AND t.conversation_sid IS NOT NULL \
                    AND coalesce(t.task_channel_unique_name, '') <> 'voice' \
                    AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_sid = t.conversation_sid)",
@@ -594,23 +680,22 @@ impl Store {
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let mut locks = BTreeSet::new();
-        locks.extend(d.tasks.keys().map(|k| lock_key("task", k)));
-        locks.extend(d.workers.keys().map(|k| lock_key("worker", k)));
-        locks.extend(d.channels.keys().map(|k| lock_key("worker", &k.0)));
-        locks.extend(d.activities.keys().map(|k| lock_key("activity", k)));
+        let mut locks = Locks::default();
+        for k in d.tasks.keys() {
+            locks.exclusive("task", k);
+        }
+        for k in d.workers.keys().chain(d.channels.keys().map(|k| &k.0)) {
+            locks.exclusive("worker", k);
+        }
+        for k in d.activities.keys() {
+            locks.exclusive("activity", k);
+        }
         for w in d.workers.values() {
             if let Some(a) = &w.activity {
-                locks.insert(lock_key("activity", &a.1.sid));
+                locks.exclusive("activity", &a.1.sid);
             }
         }
-        let locks: Vec<i64> = locks.into_iter().collect();
-        let stmt = tx
-            .prepare_cached(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest($1::int8[]) AS k ORDER BY 1) s",
-            )
-            .await?;
-        tx.query_one(&stmt, &[&locks]).await?;
+        locks.take(&tx).await?;
         self.merge(&tx, d).await?;
         tx.commit().await?;
         Ok(())
