@@ -69,6 +69,22 @@ async fn find_postgres() -> anyhow::Result<String> {
     )
 }
 
+/// A fixed-offset zone in which today started at least ten hours ago.
+fn zone_where_today_is_long() -> String {
+    use chrono::Timelike;
+    let hour = chrono::Utc::now().hour() as i32;
+    for off in (-12..=14).rev() {
+        if (10..=23).contains(&(hour + off).rem_euclid(24)) {
+            return match off {
+                0 => "UTC".into(),
+                o if o > 0 => format!("Etc/GMT-{o}"),
+                o => format!("Etc/GMT+{}", -o),
+            };
+        }
+    }
+    "UTC".into()
+}
+
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let admin = find_postgres().await?;
     let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
@@ -95,6 +111,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     cfg.queue.path = dir.join("queue");
     cfg.postgres.url = Secret::new(url.as_str());
     cfg.twilio.auth_token = Secret::new(token.clone());
+    // The simulated day spans the last eight hours or so: show "today" in a zone where
+    // all of it falls on the same date.
+    cfg.sla.timezone = zone_where_today_is_long();
     let problems = cfg.problems();
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
@@ -112,7 +131,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         crate::config::redact_url(url.as_str())
     );
     println!("  queue      {}", cfg.queue.path.display());
-    println!("  wallboard  {base}/dashboard");
+    println!(
+        "  wallboard  {base}/dashboard   (\"today\" in {}, so that the simulated day fits in it)",
+        cfg.sla.timezone
+    );
     println!("  summary    {base}/api/summary");
     println!("  metrics    {base}/metrics");
     println!("  tables     psql {} -c 'SELECT task_queue_name, task_assignment_status, count(*) FROM tasks GROUP BY 1, 2'", crate::config::redact_url(url.as_str()));

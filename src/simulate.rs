@@ -176,6 +176,11 @@ pub async fn run(opts: &Options) -> Report {
             .into_iter()
             .map(|(t, cb)| (t, true, cb)),
     );
+    all.extend(
+        channel_seeds(&day)
+            .into_iter()
+            .map(|(t, cb)| (t, false, cb)),
+    );
     all.sort_by_key(|(t, _, _)| *t);
 
     let base = opts
@@ -259,6 +264,47 @@ pub async fn run(opts: &Options) -> Report {
     };
     print_expectations(&day);
     r
+}
+
+/// Every worker channel's capacity and availability at the start of the day, as
+/// `worker.capacity.update` callbacks: without TaskRouter's REST API (which `simulate`
+/// cannot offer), channels that never change would stay unknown. Later changes in the
+/// day override them; the final state is the simulator's ground truth.
+pub fn channel_seeds(day: &SimDay) -> Vec<(i64, Callback)> {
+    let first = day
+        .callbacks
+        .first()
+        .and_then(|cb| get(cb, "TimestampMs"))
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for (i, w) in day.workers.iter().enumerate() {
+        for (j, c) in w.channels.iter().enumerate() {
+            let t = first - 1_000 + (i * 10 + j) as i64;
+            let params = [
+                ("EventType", "worker.capacity.update".to_owned()),
+                (
+                    "Sid",
+                    format!("EV{:030x}{:02x}", i as u128 * 1000 + j as u128, 0xcc),
+                ),
+                ("ResourceType", "worker".to_owned()),
+                ("ResourceSid", w.sid.clone()),
+                ("WorkerSid", w.sid.clone()),
+                ("WorkerName", w.name.clone()),
+                ("TaskChannelUniqueName", c.unique_name.clone()),
+                ("TaskChannelSid", c.task_channel_sid.clone()),
+                ("WorkerChannelCapacity", c.capacity.to_string()),
+                ("WorkerChannelAvailable", c.available.to_string()),
+                ("TimestampMs", t.to_string()),
+                ("Timestamp", (t / 1000).to_string()),
+            ];
+            out.push((
+                t,
+                params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            ));
+        }
+    }
+    out
 }
 
 fn shift_day(day: &mut SimDay, shift: i64) {

@@ -527,7 +527,7 @@ impl Store {
                      AND t.conversation_sid IS NOT NULL \
                      AND coalesce(t.task_channel_unique_name, '') <> 'voice' \
                      AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_sid = t.conversation_sid) \
-                 ) x ON CONFLICT DO NOTHING",
+                 ) x ORDER BY c ON CONFLICT DO NOTHING",
             )
             .await?;
         tx.execute(&stmt, &[&tasks, &conversations]).await?;
