@@ -99,12 +99,18 @@ async fn the_wallboard_shows_the_summary_and_updates_live() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let url = svc.url("/dashboard");
-    let text = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || page_text(&url)
-    })
-    .await
-    .unwrap();
+    // Chromium may dump the page before the first event arrived: try again briefly.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let u = url.clone();
+        let text = tokio::task::spawn_blocking(move || page_text(&u))
+            .await
+            .unwrap();
+        if text.contains("|Support|") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     for want in ["|Support|", "|Sales|", "|9|", "|4|", "|13|", "|chat|"] {
         assert!(text.contains(want), "{want} missing from the page:\n{text}");
     }
