@@ -69,12 +69,13 @@ async fn find_postgres() -> anyhow::Result<String> {
     )
 }
 
-/// A fixed-offset zone in which today started at least ten hours ago.
-fn zone_where_today_is_long() -> String {
+/// A fixed-offset zone in which today started at least ten hours ago (so a simulated
+/// day that ends now lies within today).
+pub fn zone_where_today_is_long() -> String {
     use chrono::Timelike;
     let hour = chrono::Utc::now().hour() as i32;
     for off in (-12..=14).rev() {
-        if (10..=23).contains(&(hour + off).rem_euclid(24)) {
+        if (11..=22).contains(&(hour + off).rem_euclid(24)) {
             return match off {
                 0 => "UTC".into(),
                 o if o > 0 => format!("Etc/GMT-{o}"),

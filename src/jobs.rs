@@ -331,11 +331,7 @@ impl Runner {
             }
         };
         loop {
-            let wait = schedule
-                .upcoming(chrono::Utc)
-                .next()
-                .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
-                .unwrap_or(Duration::from_secs(1));
+            let wait = crate::live::until_next_tick(&schedule);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => return,

@@ -342,9 +342,7 @@ pub async fn run(sync: RestSync, cfg: Config, stop: CancellationToken) {
     loop {
         let next_reconcile = reconcile
             .as_ref()
-            .and_then(|s| s.upcoming(chrono::Utc).next())
-            .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
-            .map(|d| tokio::time::Instant::now() + d);
+            .map(|s| tokio::time::Instant::now() + crate::live::until_next_tick(s));
         let sync_due = (interval > 0).then_some(next_sync);
         let wake = [sync_due, next_reconcile].into_iter().flatten().min();
         let Some(wake) = wake else { return };

@@ -11,23 +11,7 @@ const AC: &str = "AC0123456789abcdef0123456789abcdef";
 const WS: &str = "WS0123456789abcdef0123456789abcdef";
 const IS: &str = "IS0123456789abcdef0123456789abcdef";
 
-/// A fixed-offset zone in which "today" started at least 10 hours ago, so a simulated
-/// day that ended just now lies entirely within today.
-fn zone_where_today_is_long() -> String {
-    use chrono::Timelike;
-    let hour = chrono::Utc::now().hour() as i32;
-    for off in (-12..=14).rev() {
-        let local = (hour + off).rem_euclid(24);
-        if (11..=22).contains(&local) {
-            return match off {
-                0 => "UTC".into(),
-                o if o > 0 => format!("Etc/GMT-{o}"),
-                o => format!("Etc/GMT+{}", -o),
-            };
-        }
-    }
-    "UTC".into()
-}
+use taskrouter_summarizer::demo::zone_where_today_is_long;
 
 fn sync_extra(stub: &TwilioStub, tz: &str) -> String {
     format!(
