@@ -554,26 +554,21 @@ impl Store {
             .map(|r| r.get(0))
             .collect();
         if !convs.is_empty() {
-            self.refresh_message_metrics(&tx, Vec::new(), convs.clone())
-                .await?;
+            self.refresh_message_metrics(&tx, &convs).await?;
         }
         tx.commit().await?;
         Ok(convs.len())
     }
 
-    /// Recomputes the message metrics of the given tasks and of the tasks of the given
-    /// conversations (see [`messages`]); for voice tasks, the first response is the
-    /// acceptance.
+    /// Recomputes the message metrics of the messaging tasks of the given conversations
+    /// (see [`messages`]). Runs in its own short transaction (from [`Store::refresh_dirty`]):
+    /// it writes only the message columns, which task upserts never touch, and row locks
+    /// order it after any concurrent task upsert.
     async fn refresh_message_metrics<C: GenericClient>(
         &self,
         tx: &C,
-        tasks: Vec<String>,
-        conversations: Vec<String>,
+        conversations: &[String],
     ) -> Result<(), StoreError> {
-        // Tasks reached through their conversation are not advisory-locked here: taking
-        // locks this late (after the batch's sorted locks) could deadlock with another
-        // batch. The UPDATE below writes only the message columns, which task upserts
-        // never touch, and row locks order it after any concurrent task upsert.
         let stmt = tx
             .prepare_cached(
                 "SELECT t.sid, t.conversation_sid, \
@@ -585,14 +580,11 @@ impl Store {
                                      WHERE r.task_sid = t.sid AND r.accepted_at IS NOT NULL \
                                      UNION SELECT t.worker_sid)), '{}') \
                  FROM tasks t \
-                 WHERE t.sid IN (SELECT unnest($1::text[]) \
-                                 UNION SELECT sid FROM tasks WHERE conversation_sid = ANY($2)) \
-                   AND t.conversation_sid IS NOT NULL \
-                   AND coalesce(t.task_channel_unique_name, '') <> 'voice' \
-                   AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_sid = t.conversation_sid)",
+                 WHERE t.conversation_sid = ANY($1) \
+                   AND coalesce(t.task_channel_unique_name, '') <> 'voice'",
             )
             .await?;
-        let rows = tx.query(&stmt, &[&tasks, &conversations]).await?;
+        let rows = tx.query(&stmt, &[&conversations]).await?;
         if rows.is_empty() {
             return Ok(());
         }

@@ -171,6 +171,15 @@ impl RestSync {
         }
     }
 
+    async fn db(&self) -> Result<deadpool_postgres::Object, SyncError> {
+        Ok(self
+            .store
+            .pool()
+            .get()
+            .await
+            .map_err(crate::store::StoreError::from)?)
+    }
+
     fn ws_url(&self, rest: &str) -> String {
         format!(
             "{}/v1/Workspaces/{}/{rest}",
@@ -205,12 +214,7 @@ impl RestSync {
         self.store.merge_rest(d).await?;
 
         let unknown: Vec<String> = {
-            let c = self
-                .store
-                .pool()
-                .get()
-                .await
-                .map_err(crate::store::StoreError::from)?;
+            let c = self.db().await?;
             c.query(
                 "SELECT worker_sid FROM workers WHERE NOT deleted AND channels_synced_at IS NULL \
                  ORDER BY 1 LIMIT $1",
@@ -240,12 +244,7 @@ impl RestSync {
         let nc = d.channels.len();
         self.store.merge_rest(d).await?;
         if !unknown.is_empty() {
-            let c = self
-                .store
-                .pool()
-                .get()
-                .await
-                .map_err(crate::store::StoreError::from)?;
+            let c = self.db().await?;
             c.execute(
                 "UPDATE workers SET channels_synced_at = now() WHERE worker_sid = ANY($1)",
                 &[&unknown],
@@ -264,12 +263,7 @@ impl RestSync {
     /// Checks tasks open locally against TaskRouter; returns how many changed.
     pub async fn reconcile_once(&self) -> Result<usize, SyncError> {
         let local: Vec<(String, String)> = {
-            let c = self
-                .store
-                .pool()
-                .get()
-                .await
-                .map_err(crate::store::StoreError::from)?;
+            let c = self.db().await?;
             c.query(
                 "SELECT sid, task_assignment_status FROM tasks \
                  WHERE task_assignment_status IN ('pending','reserved','assigned','wrapping') \
