@@ -37,7 +37,7 @@ fn config(dir: &std::path::Path, port: u16, db: &str, extra: &str) -> std::path:
         &p,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{PUBLIC}\"\n\
-             [queue]\npath = \"{}\"\nworkers = 4\nbatch_size = 1000\n\
+             [queue]\npath = \"{}\"\nworkers = 4\n\
              [postgres]\nurl = \"{db}\"\npool_size = 8\nconnect_timeout_secs = 1\n\
              [twilio]\nauth_token = \"{TOKEN}\"\n{extra}\n[log]\nlevel = \"warn\"\n",
             dir.join("queue").display()

@@ -175,7 +175,8 @@ pub struct Queue {
     pub path: PathBuf,
     /// Workers applying events to Postgres; events are partitioned among them by entity.
     pub workers: usize,
-    /// Events per Postgres transaction, at most.
+    /// Events per Postgres transaction, at most. Only a backlog fills a batch; larger
+    /// batches write each task's state row once for more of its events.
     pub batch_size: usize,
     /// sled page cache, in MiB (sled's own default is 1 GiB).
     pub cache_mb: u64,
@@ -190,7 +191,7 @@ impl Default for Queue {
         Queue {
             path: PathBuf::from("/var/lib/taskrouter-summarizer/queue"),
             workers: 4,
-            batch_size: 500,
+            batch_size: 2000,
             cache_mb: 32,
             max_backlog: 5_000_000,
             max_attempts: 8,

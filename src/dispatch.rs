@@ -232,7 +232,7 @@ async fn worker(id: usize, sh: Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
 
 /// Applies a batch; on a non-transient failure, isolates the failing events.
 async fn process(sh: &Shared, batch: Vec<Work>) {
-    let events: Vec<Event> = batch.iter().map(|(_, e)| e.clone()).collect();
+    let (items, events): (Vec<Item>, Vec<Event>) = batch.into_iter().unzip();
     let mut transient_wait = 200u64;
     loop {
         // A hung Postgres call must not hang the worker (or hide from the watchdog):
@@ -264,12 +264,12 @@ async fn process(sh: &Shared, batch: Vec<Work>) {
                         }
                     }
                 }
-                let locs: Vec<Loc> = batch.iter().map(|(i, _)| i.loc).collect();
+                let locs: Vec<Loc> = items.iter().map(|i| i.loc).collect();
                 if let Err(e) = sh.queue.ack(&locs) {
                     // The events are committed; a failed delete only means a harmless replay.
                     tracing::error!(error = %e, "cannot delete applied entries from the queue");
                 }
-                release_retries(sh, &batch);
+                release_retries(sh, &items);
                 return;
             }
             Err(e) if e.is_transient() => {
@@ -279,20 +279,20 @@ async fn process(sh: &Shared, batch: Vec<Work>) {
                     "Postgres unavailable; will retry (events stay queued)");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(transient_wait)) => {}
-                    _ = sh.stop.cancelled() => { release_retries(sh, &batch); return; }
+                    _ = sh.stop.cancelled() => { release_retries(sh, &items); return; }
                 }
                 transient_wait = (transient_wait * 2).min(5_000);
             }
             Err(e) => {
                 sh.metrics.apply_errors.fetch_add(1, Relaxed);
-                if batch.len() > 1 {
-                    tracing::warn!(error = %e, events = batch.len(), "batch failed; applying its events one by one");
-                    for w in batch {
+                if events.len() > 1 {
+                    tracing::warn!(error = %e, events = events.len(), "batch failed; applying its events one by one");
+                    for w in items.into_iter().zip(events) {
                         Box::pin(process(sh, vec![w])).await;
                     }
-                } else if let Some((item, event)) = batch.into_iter().next() {
-                    fail(sh, &item, &event, &e);
-                    release_retries(sh, &[(item, event)]);
+                } else if let (Some(item), Some(event)) = (items.first(), events.first()) {
+                    fail(sh, item, event, &e);
+                    release_retries(sh, &items);
                 }
                 return;
             }
@@ -319,9 +319,9 @@ fn fail(sh: &Shared, item: &Item, event: &Event, e: &StoreError) {
     }
 }
 
-fn release_retries(sh: &Shared, batch: &[Work]) {
+fn release_retries(sh: &Shared, items: &[Item]) {
     let mut inflight = sh.retry_in_flight.lock().unwrap_or_else(|p| p.into_inner());
-    for (item, _) in batch {
+    for item in items {
         if let Loc::Retry(id) = item.loc {
             inflight.remove(&id);
         }

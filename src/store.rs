@@ -22,6 +22,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -137,6 +138,14 @@ pub fn pool(cfg: &Config) -> Result<Pool, StoreError> {
     if pg.get_application_name().is_none() {
         pg.application_name("taskrouter-summarizer");
     }
+    // Postgres' JIT compiles every execution of a statement it estimates as costly, and
+    // the batched upserts are: it took a fifth of the CPU of a drain, for statements
+    // that run in milliseconds. Off for this pool's sessions.
+    let options = match pg.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} -c jit=off"),
+        _ => "-c jit=off".to_owned(),
+    };
+    pg.options(&options);
     let mgr = Manager::from_config(
         pg,
         tokio_postgres::NoTls,
@@ -179,27 +188,43 @@ fn lock_key(kind: &str, id: &str) -> i64 {
     h.finish() as i64
 }
 
+/// The lock between activity changes and worker rows. A worker row's availability is
+/// read from its activity's row, and an activity change rewrites the workers in it;
+/// without a common lock the two can miss each other (write skew). The worker's
+/// activity may come from its stored state rather than the event, so the lock covers
+/// all activities at once: shared for every transaction writing worker rows (they never
+/// wait for each other), exclusive for the rare activity change.
+const ACTIVITIES: &str = "activities";
+
 /// Transaction-scoped advisory locks on entities, taken in one statement in key order
-/// (so two transactions never wait on each other in a cycle).
+/// (so two transactions never wait on each other in a cycle). Each key is taken once,
+/// in the strongest mode asked for: a shared then exclusive request for the same key in
+/// one transaction would deadlock against a twin transaction.
 #[derive(Default)]
-struct Locks(BTreeSet<i64>);
+struct Locks(std::collections::BTreeMap<i64, bool>);
 
 impl Locks {
     fn exclusive(&mut self, kind: &str, id: &str) {
-        self.0.insert(lock_key(kind, id));
+        self.0.insert(lock_key(kind, id), true);
+    }
+
+    /// Shared locks never wait for each other, only for an exclusive holder.
+    fn shared(&mut self, kind: &str, id: &str) {
+        self.0.entry(lock_key(kind, id)).or_insert(false);
     }
 
     async fn take<C: GenericClient>(self, tx: &C) -> Result<(), StoreError> {
         if self.0.is_empty() {
             return Ok(());
         }
-        let keys: Vec<i64> = self.0.into_iter().collect();
+        let (keys, excl): (Vec<i64>, Vec<bool>) = self.0.into_iter().unzip();
         let stmt = tx
             .prepare_cached(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest($1::int8[]) AS k ORDER BY 1) s",
+                "SELECT count(CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) END) \
+                 FROM (SELECT k, x FROM unnest($1::int8[], $2::bool[]) AS u(k, x) ORDER BY k) s",
             )
             .await?;
-        tx.query_one(&stmt, &[&keys]).await?;
+        tx.query_one(&stmt, &[&keys, &excl]).await?;
         Ok(())
     }
 }
@@ -211,13 +236,51 @@ fn to_time(ms: i64) -> Value {
     }
 }
 
-/// A row as a JSON object plus its merge state, for `jsonb_populate_recordset`.
-fn with_state<R: Serialize, S: Serialize>(row: &R, state: &S) -> Result<Value, StoreError> {
-    let mut v = serde_json::to_value(row)?;
-    if let Value::Object(m) = &mut v {
-        m.insert("state".into(), serde_json::to_value(state)?);
+/// A derived row and its merge state, serialized together as one JSON object for
+/// `jsonb_populate_recordset`.
+#[derive(Debug, Serialize)]
+struct WithState<'a, R, S> {
+    #[serde(flatten)]
+    row: R,
+    state: &'a S,
+}
+
+/// An `events` row, borrowed from its event and serialized straight into the statement's
+/// parameter (no intermediate JSON values: the drain spends its CPU here).
+#[derive(Debug, Serialize)]
+struct EventRow<'a> {
+    sid: &'a str,
+    event_type: &'a str,
+    account_sid: Option<&'a str>,
+    workspace_sid: Option<&'a str>,
+    task_sid: Option<&'a str>,
+    worker_sid: Option<&'a str>,
+    reservation_sid: Option<&'a str>,
+    resource_type: Option<&'a str>,
+    resource_sid: Option<&'a str>,
+    occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+    received_at: Option<chrono::DateTime<chrono::Utc>>,
+    data: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> EventRow<'a> {
+    fn new(e: &'a Event) -> Self {
+        let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis;
+        EventRow {
+            sid: &e.sid,
+            event_type: &e.event_type,
+            account_sid: e.get("AccountSid"),
+            workspace_sid: e.get("WorkspaceSid"),
+            task_sid: e.task_sid(),
+            worker_sid: e.worker_sid(),
+            reservation_sid: e.reservation_sid(),
+            resource_type: e.get("ResourceType"),
+            resource_sid: e.get("ResourceSid"),
+            occurred_at: at(e.occurred_ms),
+            received_at: at(e.received_ms),
+            data: e.params(),
+        }
     }
-    Ok(v)
 }
 
 /// `INSERT … SELECT … FROM jsonb_populate_recordset … ON CONFLICT DO UPDATE` over the
@@ -239,24 +302,31 @@ fn upsert_sql(table: &str, key: &[&str], cols: &[String]) -> String {
     )
 }
 
-async fn upsert<C: GenericClient>(
+/// Upserts rows that all serialize to JSON objects with the same keys (the columns).
+async fn upsert<C: GenericClient, T: Serialize + std::fmt::Debug + Sync>(
     tx: &C,
     table: &str,
     key: &[&str],
-    rows: Vec<Value>,
+    rows: &[T],
 ) -> Result<(), StoreError> {
-    let Some(Value::Object(first)) = rows.first() else {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let Value::Object(first) = serde_json::to_value(first)? else {
         return Ok(());
     };
     let cols: Vec<String> = first.keys().cloned().collect();
     let sql = upsert_sql(table, key, &cols);
     let stmt = tx.prepare_cached(&sql).await?;
-    tx.execute(&stmt, &[&Value::Array(rows)]).await?;
+    tx.execute(&stmt, &[&Json(rows)]).await?;
     Ok(())
 }
 
 /// Loads `sid → state` for a state table.
-async fn load_states<C: GenericClient, S: serde::de::DeserializeOwned + Default>(
+async fn load_states<
+    C: GenericClient,
+    S: serde::de::DeserializeOwned + std::fmt::Debug + Default,
+>(
     tx: &C,
     table: &str,
     key_col: &str,
@@ -271,13 +341,50 @@ async fn load_states<C: GenericClient, S: serde::de::DeserializeOwned + Default>
     let mut out = HashMap::new();
     for r in rows {
         let k: String = r.get(0);
-        let v: Value = r.get(1);
         // A state written by an older version that no longer parses starts afresh
         // rather than blocking the entity forever; the events table keeps the history.
-        let s = serde_json::from_value(v).unwrap_or_default();
+        let s = r.try_get::<_, Json<S>>(1).map(|j| j.0).unwrap_or_default();
         out.insert(k, s);
     }
     Ok(out)
+}
+
+/// A merge state: one entity's registers; a delta is a state of the same type.
+trait Merge: Default {
+    fn merge_with(&mut self, delta: Self);
+}
+
+macro_rules! impl_merge {
+    ($($s:ty),*) => {$(
+        impl Merge for $s {
+            fn merge_with(&mut self, delta: $s) {
+                self.merge(delta)
+            }
+        }
+    )*};
+}
+impl_merge!(
+    rules::TaskState,
+    rules::ReservationState,
+    rules::WorkerState,
+    rules::ChannelState,
+    rules::ActivityState
+);
+
+/// The stored states of the entities in `deltas` (a new entity starts from the default)
+/// with the deltas merged in, in key order.
+fn merged<S: Merge, K: Ord + Hash + Eq>(
+    mut stored: HashMap<K, S>,
+    deltas: std::collections::BTreeMap<K, S>,
+) -> std::collections::BTreeMap<K, S> {
+    deltas
+        .into_iter()
+        .map(|(k, d)| {
+            let mut s = stored.remove(&k).unwrap_or_default();
+            s.merge_with(d);
+            (k, s)
+        })
+        .collect()
 }
 
 impl Store {
@@ -325,16 +432,10 @@ impl Store {
                 if let Some(w) = e.worker_sid() {
                     locks.exclusive("worker", w);
                 }
-                // A worker row derives its availability from its activity: serialize with
-                // transactions that change that activity.
-                if let Some(a) = e.get("WorkerActivitySid") {
-                    locks.exclusive("activity", a);
-                }
+                locks.shared(ACTIVITIES, "");
             }
             if e.event_type.starts_with("activity.") {
-                if let Some(a) = e.get("ActivitySid") {
-                    locks.exclusive("activity", a);
-                }
+                locks.exclusive(ACTIVITIES, "");
             }
             if let Some(c) = e.get("ConversationSid") {
                 locks.exclusive("conversation", c);
@@ -349,26 +450,11 @@ impl Store {
         let (new_messages, touched_conversations) =
             self.insert_messages(&tx, &conversations).await?;
         let mut seen = HashSet::new();
-        let mut rows = Vec::with_capacity(taskrouter.len());
-        for e in &taskrouter {
-            if !seen.insert(e.sid.as_str()) {
-                continue;
-            }
-            rows.push(json!({
-                "sid": e.sid,
-                "event_type": e.event_type,
-                "account_sid": e.get("AccountSid"),
-                "workspace_sid": e.get("WorkspaceSid"),
-                "task_sid": e.task_sid(),
-                "worker_sid": e.worker_sid(),
-                "reservation_sid": e.reservation_sid(),
-                "resource_type": e.get("ResourceType"),
-                "resource_sid": e.get("ResourceSid"),
-                "occurred_at": to_time(e.occurred_ms),
-                "received_at": to_time(e.received_ms),
-                "data": e.data_json(),
-            }));
-        }
+        let rows: Vec<EventRow> = taskrouter
+            .iter()
+            .filter(|e| seen.insert(e.sid.as_str()))
+            .map(|e| EventRow::new(e))
+            .collect();
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO events (sid, event_type, account_sid, workspace_sid, task_sid, worker_sid, \
@@ -380,7 +466,7 @@ impl Store {
             )
             .await?;
         let inserted: HashSet<String> = tx
-            .query(&stmt, &[&Value::Array(rows)])
+            .query(&stmt, &[&Json(&rows)])
             .await?
             .into_iter()
             .map(|r| r.get::<_, String>(0))
@@ -521,43 +607,43 @@ impl Store {
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO dirty_conversations (conversation_sid) \
-                 SELECT DISTINCT c FROM ( \
-                   SELECT unnest($2::text[]) AS c \
-                   UNION SELECT t.conversation_sid FROM tasks t WHERE t.sid = ANY($1) \
-                     AND t.conversation_sid IS NOT NULL \
-                     AND coalesce(t.task_channel_unique_name, '') <> 'voice' \
-                     AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_sid = t.conversation_sid) \
-                 ) x ORDER BY c ON CONFLICT DO NOTHING",
+                 SELECT unnest($2::text[]) \
+                 UNION SELECT t.conversation_sid FROM tasks t WHERE t.sid = ANY($1) \
+                   AND t.conversation_sid IS NOT NULL \
+                   AND coalesce(t.task_channel_unique_name, '') <> 'voice' \
+                   AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_sid = t.conversation_sid)",
             )
             .await?;
         tx.execute(&stmt, &[&tasks, &conversations]).await?;
         Ok(())
     }
 
-    /// Recomputes the message metrics of up to `limit` marked conversations in one short
-    /// transaction; returns how many. Concurrent markers wait for this transaction and
-    /// then mark again, so nothing is missed.
+    /// Takes up to `limit` marks and recomputes their conversations' message metrics in
+    /// one short transaction; returns how many marks it took. Marks are an append-only
+    /// log, so markers never wait; a mark whose transaction commits after this one read
+    /// the log is taken by a later round, so nothing is missed.
     pub async fn refresh_dirty(&self, limit: i64) -> Result<usize, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let stmt = tx
             .prepare_cached(
-                "DELETE FROM dirty_conversations WHERE conversation_sid IN \
-                 (SELECT conversation_sid FROM dirty_conversations ORDER BY marked_at \
+                "DELETE FROM dirty_conversations WHERE id IN \
+                 (SELECT id FROM dirty_conversations ORDER BY id \
                   LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING conversation_sid",
             )
             .await?;
-        let convs: Vec<String> = tx
-            .query(&stmt, &[&limit])
-            .await?
+        let marks = tx.query(&stmt, &[&limit]).await?;
+        let convs: Vec<String> = marks
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| r.get::<_, String>(0))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
         if !convs.is_empty() {
             self.refresh_message_metrics(&tx, &convs).await?;
         }
         tx.commit().await?;
-        Ok(convs.len())
+        Ok(marks.len())
     }
 
     /// Recomputes the message metrics of the messaging tasks of the given conversations
@@ -679,13 +765,11 @@ impl Store {
         for k in d.workers.keys().chain(d.channels.keys().map(|k| &k.0)) {
             locks.exclusive("worker", k);
         }
-        for k in d.activities.keys() {
-            locks.exclusive("activity", k);
+        if !d.activities.is_empty() {
+            locks.exclusive(ACTIVITIES, "");
         }
-        for w in d.workers.values() {
-            if let Some(a) = &w.activity {
-                locks.exclusive("activity", &a.1.sid);
-            }
+        if !d.workers.is_empty() {
+            locks.shared(ACTIVITIES, "");
         }
         locks.take(&tx).await?;
         self.merge(&tx, d).await?;
@@ -706,71 +790,84 @@ impl Store {
         // Activities first: workers derive their availability from them.
         let mut act_changed: Vec<rules::ActivityRow> = Vec::new();
         if !act_d.is_empty() {
-            let mut states: HashMap<String, rules::ActivityState> =
-                load_states(tx, "activities", "sid", act_d.keys().cloned().collect()).await?;
-            let mut rows = Vec::new();
-            for (k, d) in act_d {
-                let s = states.entry(k.clone()).or_default();
-                s.merge(d);
-                let row = rules::derive_activity(&k, s);
-                rows.push(with_state(&row, s)?);
-                act_changed.push(row);
-            }
-            upsert(tx, "activities", &["sid"], rows).await?;
+            let states = merged::<rules::ActivityState, _>(
+                load_states(tx, "activities", "sid", act_d.keys().cloned().collect()).await?,
+                act_d,
+            );
+            act_changed = states
+                .iter()
+                .map(|(k, s)| rules::derive_activity(k, s))
+                .collect();
+            let rows: Vec<_> = act_changed
+                .iter()
+                .zip(states.values())
+                .map(|(row, state)| WithState { row, state })
+                .collect();
+            upsert(tx, "activities", &["sid"], &rows).await?;
         }
 
         if !task_d.is_empty() {
-            let mut states: HashMap<String, rules::TaskState> =
-                load_states(tx, "tasks", "sid", task_d.keys().cloned().collect()).await?;
-            let mut rows = Vec::with_capacity(task_d.len());
-            for (k, d) in task_d {
-                let s = states.entry(k.clone()).or_default();
-                s.merge(d);
-                rows.push(with_state(&rules::derive_task(&k, s, &self.sla), s)?);
-            }
-            upsert(tx, "tasks", &["sid"], rows).await?;
+            let states = merged::<rules::TaskState, _>(
+                load_states(tx, "tasks", "sid", task_d.keys().cloned().collect()).await?,
+                task_d,
+            );
+            let rows: Vec<_> = states
+                .iter()
+                .map(|(k, state)| WithState {
+                    row: rules::derive_task(k, state, &self.sla),
+                    state,
+                })
+                .collect();
+            upsert(tx, "tasks", &["sid"], &rows).await?;
         }
 
         if !resv_d.is_empty() {
-            let mut states: HashMap<String, rules::ReservationState> =
-                load_states(tx, "reservations", "sid", resv_d.keys().cloned().collect()).await?;
-            let mut rows = Vec::with_capacity(resv_d.len());
-            for (k, d) in resv_d {
-                let s = states.entry(k.clone()).or_default();
-                s.merge(d);
-                rows.push(with_state(&rules::derive_reservation(&k, s), s)?);
-            }
-            upsert(tx, "reservations", &["sid"], rows).await?;
+            let states = merged::<rules::ReservationState, _>(
+                load_states(tx, "reservations", "sid", resv_d.keys().cloned().collect()).await?,
+                resv_d,
+            );
+            let rows: Vec<_> = states
+                .iter()
+                .map(|(k, state)| WithState {
+                    row: rules::derive_reservation(k, state),
+                    state,
+                })
+                .collect();
+            upsert(tx, "reservations", &["sid"], &rows).await?;
         }
 
         if !worker_d.is_empty() {
-            let mut states: HashMap<String, rules::WorkerState> = load_states(
-                tx,
-                "workers",
-                "worker_sid",
-                worker_d.keys().cloned().collect(),
-            )
-            .await?;
-            for (k, d) in worker_d.iter() {
-                states.entry(k.clone()).or_default().merge(d.clone());
-            }
+            let states = merged::<rules::WorkerState, _>(
+                load_states(
+                    tx,
+                    "workers",
+                    "worker_sid",
+                    worker_d.keys().cloned().collect(),
+                )
+                .await?,
+                worker_d,
+            );
             let activity_sids: Vec<String> = states
                 .values()
                 .filter_map(|s| s.activity.as_ref().map(|a| a.1.sid.clone()))
                 .collect();
             let flags = self.activity_flags(tx, activity_sids).await?;
-            let mut rows = Vec::with_capacity(worker_d.len());
-            for k in worker_d.keys() {
-                let s = &states[k];
-                let act = s.activity.as_ref().map(|r| &r.1);
-                let available = rules::activity_available(
-                    &self.available_override,
-                    act.and_then(|a| a.name.as_deref()),
-                    act.and_then(|a| flags.get(&a.sid).copied().flatten()),
-                );
-                rows.push(with_state(&rules::derive_worker(k, s, available), s)?);
-            }
-            upsert(tx, "workers", &["worker_sid"], rows).await?;
+            let rows: Vec<_> = states
+                .iter()
+                .map(|(k, state)| {
+                    let act = state.activity.as_ref().map(|r| &r.1);
+                    let available = rules::activity_available(
+                        &self.available_override,
+                        act.and_then(|a| a.name.as_deref()),
+                        act.and_then(|a| flags.get(&a.sid).copied().flatten()),
+                    );
+                    WithState {
+                        row: rules::derive_worker(k, state, available),
+                        state,
+                    }
+                })
+                .collect();
+            upsert(tx, "workers", &["worker_sid"], &rows).await?;
         }
 
         if !chan_d.is_empty() {
@@ -782,22 +879,27 @@ impl Store {
                      (SELECT * FROM unnest($1::text[], $2::text[]))",
                 )
                 .await?;
-            let mut states: HashMap<ChannelKey, rules::ChannelState> = HashMap::new();
+            let mut stored: HashMap<ChannelKey, rules::ChannelState> = HashMap::new();
             for r in tx.query(&stmt, &[&ws, &cs]).await? {
-                let s = serde_json::from_value(r.get::<_, Value>(2)).unwrap_or_default();
-                states.insert((r.get(0), r.get(1)), s);
+                let s = r
+                    .try_get::<_, Json<rules::ChannelState>>(2)
+                    .map(|j| j.0)
+                    .unwrap_or_default();
+                stored.insert((r.get(0), r.get(1)), s);
             }
-            let mut rows = Vec::with_capacity(chan_d.len());
-            for (k, d) in chan_d {
-                let s = states.entry(k.clone()).or_default();
-                s.merge(d);
-                rows.push(with_state(&rules::derive_channel(&k, s), s)?);
-            }
+            let states = merged::<rules::ChannelState, _>(stored, chan_d);
+            let rows: Vec<_> = states
+                .iter()
+                .map(|(k, state)| WithState {
+                    row: rules::derive_channel(k, state),
+                    state,
+                })
+                .collect();
             upsert(
                 tx,
                 "worker_channels",
                 &["worker_sid", "task_channel_unique_name"],
-                rows,
+                &rows,
             )
             .await?;
         }

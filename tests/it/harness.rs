@@ -395,10 +395,19 @@ pub async fn assert_table_matches(db: &TestDb, table: &str, key: &str, rows: Vec
                 .await
                 .expect("other");
             let other: Vec<Value> = other.iter().map(|r| r.get(0)).collect();
+            let expected = c
+                .query(
+                    &format!("SELECT to_jsonb(d) FROM (SELECT {list} FROM jsonb_populate_recordset(NULL::{table}, $2)) d WHERE d.{key} = ANY($1)"),
+                    &[&keys, &rows],
+                )
+                .await
+                .expect("expected");
+            let expected: Vec<Value> = expected.iter().map(|r| r.get(0)).collect();
             panic!(
-                "{table}: rows {what}:\n{}\nthe database has:\n{}",
+                "{table}: rows {what}:\n{}\nthe database has:\n{}\nexpected:\n{}",
                 serde_json::to_string_pretty(&sample).unwrap_or_default(),
-                serde_json::to_string_pretty(&other).unwrap_or_default()
+                serde_json::to_string_pretty(&other).unwrap_or_default(),
+                serde_json::to_string_pretty(&expected).unwrap_or_default()
             );
         }
     }
