@@ -75,6 +75,19 @@ async fn wait_up(http: &reqwest::Client, base: &str) {
     panic!("server did not start");
 }
 
+/// The backlog `/readyz` reports.
+async fn queue_depth(http: &reqwest::Client, base: &str) -> Option<u64> {
+    let r: serde_json::Value = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    r["queue"]["depth"].as_u64()
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -325,6 +338,13 @@ async fn main() {
     let http = reqwest::Client::new();
     let mut report = Vec::new();
 
+    // BENCH_ONLY=ingest,drain,freshness,rss runs some parts (drain needs ingest's queue).
+    let only = std::env::var("BENCH_ONLY").ok();
+    let want = |part: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|p| p == part))
+    };
+
     // (a) ingest.
     let ceiling_port = bare_server().await;
     let ceiling_url = format!("http://127.0.0.1:{ceiling_port}/ingress");
@@ -334,7 +354,8 @@ async fn main() {
     let cfg = config(dir.path(), port, "postgres://nobody@127.0.0.1:1/none", "");
     let child = serve(&cfg);
     wait_up(&http, &base).await;
-    for clients in [64, 256] {
+    let fill = want("ingest") || want("drain");
+    for clients in [64, 256].into_iter().filter(|_| fill) {
         let c = load(
             &ceiling_url,
             &bodies,
@@ -361,64 +382,51 @@ async fn main() {
         ));
         println!("{}", report[report.len() - 3..].join("\n"));
     }
-    let s = load(
-        &format!("{base}/ingress"),
-        &bodies,
-        &next,
-        64,
-        Some(2000),
-        secs,
-    )
-    .await;
-    report.push(s.line("ingest, steady 2,000/s"));
-    println!("{}", report.last().expect("line"));
+    if fill {
+        let s = load(
+            &format!("{base}/ingress"),
+            &bodies,
+            &next,
+            64,
+            Some(2000),
+            secs,
+        )
+        .await;
+        report.push(s.line("ingest, steady 2,000/s"));
+        println!("{}", report.last().expect("line"));
+    }
     stop(child);
     let queued = next.load(Relaxed).min(bodies.len());
 
-    // (b) drain the filled queue into an empty database.
-    let db = admin_db(&admin, "trs_bench_drain").await;
-    let cfg = config(dir.path(), port, &db, "");
-    migrate(&cfg);
-    let started = Instant::now();
-    let child = serve(&cfg);
-    wait_up(&http, &base).await;
-    let depth0: u64 = loop {
-        let r: serde_json::Value = http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
-        if let Some(d) = r["queue"]["depth"].as_u64() {
-            break d;
+    if want("drain") {
+        // (b) drain the filled queue into an empty database.
+        let db = admin_db(&admin, "trs_bench_drain").await;
+        let cfg = config(dir.path(), port, &db, "");
+        migrate(&cfg);
+        let started = Instant::now();
+        let child = serve(&cfg);
+        wait_up(&http, &base).await;
+        let depth0: u64 = loop {
+            if let Some(d) = queue_depth(&http, &base).await {
+                break d;
+            }
+        };
+        loop {
+            if queue_depth(&http, &base).await == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    };
-    loop {
-        let r: serde_json::Value = http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
-        if r["queue"]["depth"].as_u64() == Some(0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let drain = started.elapsed().as_secs_f64();
-    stop(child);
-    report.push(format!(
+        let drain = started.elapsed().as_secs_f64();
+        stop(child);
+        report.push(format!(
         "drain: {depth0} queued events (of {queued} acked) into Postgres in {drain:.1} s = {:.0} events/s (start-up included)",
         depth0 as f64 / drain
     ));
-    // Ceiling: pgbench, 4 clients, each transaction a batched upsert of 1,000 events and
-    // the matching state rows (the same shape of work, without the rules).
-    let script = dir.path().join("upsert.sql");
-    std::fs::write(
+        // Ceiling: pgbench, 4 clients, each transaction a batched upsert of 1,000 events and
+        // the matching state rows (the same shape of work, without the rules).
+        let script = dir.path().join("upsert.sql");
+        std::fs::write(
         &script,
         "\\set b random(1, 1000000000)\n\
          INSERT INTO events (sid, event_type, occurred_at, received_at, data, task_sid) \
@@ -431,136 +439,143 @@ async fn main() {
          ON CONFLICT (sid) DO UPDATE SET task_assignment_status = EXCLUDED.task_assignment_status, age = EXCLUDED.age, state = EXCLUDED.state;\n",
     )
     .expect("script");
-    let out = Command::new("pgbench")
-        .args(["-n", "-c", "4", "-j", "2", "-T", &secs.to_string(), "-f"])
-        .arg(&script)
-        .arg(&db)
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let tps: f64 = text
-                .lines()
-                .find(|l| l.starts_with("tps"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0);
-            report.push(format!(
+        let out = Command::new("pgbench")
+            .args(["-n", "-c", "4", "-j", "2", "-T", &secs.to_string(), "-f"])
+            .arg(&script)
+            .arg(&db)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                let tps: f64 = text
+                    .lines()
+                    .find(|l| l.starts_with("tps"))
+                    .and_then(|l| l.split_whitespace().nth(2))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0);
+                report.push(format!(
                 "  ceiling (pgbench, batched upsert of 1,000 events + 200 task rows per transaction): {:.0} events/s; ratio {:.2}",
                 tps * 1000.0,
                 (depth0 as f64 / drain) / (tps * 1000.0)
             ));
+            }
+            other => report.push(format!("  ceiling: pgbench did not run ({other:?})")),
         }
-        other => report.push(format!("  ceiling: pgbench did not run ({other:?})")),
+        println!("{}", report[report.len() - 2..].join("\n"));
     }
-    println!("{}", report[report.len() - 2..].join("\n"));
 
-    // (c) freshness: callback → summary document written to Sync.
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sync_port = sync_stub(seen.clone()).await;
-    let db = admin_db(&admin, "trs_bench_fresh").await;
-    let extra = format!(
+    if want("freshness") {
+        // (c) freshness: callback → summary document written to Sync.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sync_port = sync_stub(seen.clone()).await;
+        let db = admin_db(&admin, "trs_bench_fresh").await;
+        let extra = format!(
         "account_sid = \"AC0123456789abcdef0123456789abcdef\"\nsync_service_sid = \"IS0123456789abcdef0123456789abcdef\"\nsync_url = \"http://127.0.0.1:{sync_port}\""
     );
-    let cfg = config(dir.path(), port, &db, &extra);
-    migrate(&cfg);
-    let _ = std::fs::remove_dir_all(dir.path().join("queue"));
-    let child = serve(&cfg);
-    wait_up(&http, &base).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut fresh = Vec::new();
-    for n in 1..=30u32 {
-        let now = chrono::Utc::now().timestamp_millis();
-        let cb: Vec<(String, String)> = [
-            ("EventType", "task.created".to_owned()),
-            ("Sid", format!("EVfresh{n}")),
-            ("TaskSid", format!("WTfresh{n}")),
-            ("TaskAssignmentStatus", "pending".to_owned()),
-            ("TaskChannelUniqueName", "custom3".to_owned()),
-            ("TaskAge", "0".to_owned()),
-            ("TimestampMs", now.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let sig = signature::compute(TOKEN, &format!("{PUBLIC}/ingress"), &cb);
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(&cb)
-            .finish();
-        let sent = Instant::now();
-        let r = http
-            .post(format!("{base}/ingress"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", sig)
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(r.status().as_u16(), 204);
-        let want = format!("\"custom3\":{n}");
-        loop {
-            let hit = seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .find(|(t, path, data)| {
-                    *t >= sent && path.ends_with("workspaceActiveTaskCount") && data.contains(&want)
-                })
-                .map(|(t, _, _)| *t);
-            if let Some(t) = hit {
-                fresh.push(t - sent);
-                break;
+        let cfg = config(dir.path(), port, &db, &extra);
+        migrate(&cfg);
+        let _ = std::fs::remove_dir_all(dir.path().join("queue"));
+        let child = serve(&cfg);
+        wait_up(&http, &base).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut fresh = Vec::new();
+        for n in 1..=30u32 {
+            let now = chrono::Utc::now().timestamp_millis();
+            let cb: Vec<(String, String)> = [
+                ("EventType", "task.created".to_owned()),
+                ("Sid", format!("EVfresh{n}")),
+                ("TaskSid", format!("WTfresh{n}")),
+                ("TaskAssignmentStatus", "pending".to_owned()),
+                ("TaskChannelUniqueName", "custom3".to_owned()),
+                ("TaskAge", "0".to_owned()),
+                ("TimestampMs", now.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let sig = signature::compute(TOKEN, &format!("{PUBLIC}/ingress"), &cb);
+            let body = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&cb)
+                .finish();
+            let sent = Instant::now();
+            let r = http
+                .post(format!("{base}/ingress"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-twilio-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(r.status().as_u16(), 204);
+            let want = format!("\"custom3\":{n}");
+            loop {
+                let hit = seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find(|(t, path, data)| {
+                        *t >= sent
+                            && path.ends_with("workspaceActiveTaskCount")
+                            && data.contains(&want)
+                    })
+                    .map(|(t, _, _)| *t);
+                if let Some(t) = hit {
+                    fresh.push(t - sent);
+                    break;
+                }
+                assert!(sent.elapsed() < Duration::from_secs(20), "never published");
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            assert!(sent.elapsed() < Duration::from_secs(20), "never published");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Spread the samples over the publish schedule.
+            tokio::time::sleep(Duration::from_millis(137 * (n as u64 % 7))).await;
         }
-        // Spread the samples over the publish schedule.
-        tokio::time::sleep(Duration::from_millis(137 * (n as u64 % 7))).await;
-    }
-    fresh.sort();
-    report.push(format!(
+        fresh.sort();
+        report.push(format!(
         "freshness (callback → Sync document written), 30 samples: p50 {:.0} ms, p99 {:.0} ms (publish.schedule every second)",
         pct(&fresh, 0.5),
         pct(&fresh, 0.99)
     ));
-    println!("{}", report.last().expect("line"));
-    stop(child);
+        println!("{}", report.last().expect("line"));
+        stop(child);
+    }
 
-    // (d) RSS at a steady 5,000 callbacks/s, with Postgres applying.
-    let db = admin_db(&admin, "trs_bench_rss").await;
-    let cfg = config(dir.path(), port, &db, "");
-    migrate(&cfg);
-    let _ = std::fs::remove_dir_all(dir.path().join("queue"));
-    let child = serve(&cfg);
-    wait_up(&http, &base).await;
-    let pid = child.id();
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_kib(pid), Relaxed);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
-    let s = load(
-        &format!("{base}/ingress"),
-        &bodies,
-        &next,
-        64,
-        Some(5000),
-        secs.max(20),
-    )
-    .await;
-    sampler.abort();
-    report.push(s.line("steady 5,000/s with Postgres applying"));
-    report.push(format!(
-        "  peak RSS of serve: {:.1} MiB",
-        peak.load(Relaxed) as f64 / 1024.0
-    ));
-    println!("{}", report[report.len() - 2..].join("\n"));
-    stop(child);
+    if want("rss") {
+        // (d) RSS at a steady 5,000 callbacks/s, with Postgres applying.
+        let db = admin_db(&admin, "trs_bench_rss").await;
+        let cfg = config(dir.path(), port, &db, "");
+        migrate(&cfg);
+        let _ = std::fs::remove_dir_all(dir.path().join("queue"));
+        let child = serve(&cfg);
+        wait_up(&http, &base).await;
+        let pid = child.id();
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampler = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(rss_kib(pid), Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        let s = load(
+            &format!("{base}/ingress"),
+            &bodies,
+            &next,
+            64,
+            Some(5000),
+            secs.max(20),
+        )
+        .await;
+        sampler.abort();
+        report.push(s.line("steady 5,000/s with Postgres applying"));
+        report.push(format!(
+            "  peak RSS of serve: {:.1} MiB",
+            peak.load(Relaxed) as f64 / 1024.0
+        ));
+        println!("{}", report[report.len() - 2..].join("\n"));
+        stop(child);
+    }
 
     println!("\n== results\n{}", report.join("\n"));
 }

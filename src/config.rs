@@ -52,6 +52,10 @@ pub struct Config {
     pub log: Log,
     #[serde(default)]
     pub conversations: Conversations,
+    #[serde(default)]
+    pub backfill: Backfill,
+    #[serde(default)]
+    pub retention: Retention,
     /// User-defined jobs: SQL over the summary tables, published to Sync on a schedule.
     #[serde(default)]
     pub jobs: Vec<Job>,
@@ -73,6 +77,60 @@ impl Default for Conversations {
         Conversations {
             agent_identity_attribute: "contact_uri".into(),
             fetch_on_complete: true,
+        }
+    }
+}
+
+/// Catching up on missed events from TaskRouter's REST Events (needs
+/// `twilio.workspace_sid` and credentials).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backfill {
+    /// At start, read the events of the time this instance was down.
+    pub catch_up: bool,
+    /// Shorter downtimes (a restart) are not worth a catch-up.
+    pub catch_up_min_gap_secs: u64,
+    /// Read this much before the last heartbeat too (events in flight at the stop).
+    pub overlap_secs: u64,
+    /// Every this many minutes, re-read the last `reconcile_window_minutes` (0: never).
+    pub reconcile_every_minutes: u64,
+    pub reconcile_window_minutes: u64,
+    /// Each list query covers this much time: the unit of progress and resumption.
+    pub slice_minutes: u64,
+}
+
+impl Default for Backfill {
+    fn default() -> Self {
+        Backfill {
+            catch_up: true,
+            catch_up_min_gap_secs: 60,
+            overlap_secs: 120,
+            reconcile_every_minutes: 0,
+            reconcile_window_minutes: 60,
+            slice_minutes: 60,
+        }
+    }
+}
+
+/// Removal of old raw events (the state tables are kept).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Raw events (and Conversations messages) older than this many days are removed;
+    /// 0 keeps them forever.
+    pub events_days: u64,
+    /// How often to look for old events.
+    pub interval_minutes: u64,
+    /// Rows removed per transaction.
+    pub batch_size: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            events_days: 0,
+            interval_minutes: 60,
+            batch_size: 5000,
         }
     }
 }
@@ -386,6 +444,14 @@ impl Config {
     }
 
     /// Every problem with the values, each naming its key. Empty when usable.
+    /// TaskRouter's REST API can be read: a workspace and credentials.
+    pub fn rest_configured(&self) -> bool {
+        let t = &self.twilio;
+        !t.workspace_sid.is_empty()
+            && !t.account_sid.is_empty()
+            && (!t.auth_token.is_empty() || !t.api_key_sid.is_empty())
+    }
+
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -451,6 +517,22 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.queue.batch_size) {
             p.push("queue.batch_size: must be between 1 and 10000".into());
+        }
+        if !(1..=1440).contains(&self.backfill.slice_minutes) {
+            p.push("backfill.slice_minutes: must be between 1 and 1440".into());
+        }
+        if self.backfill.reconcile_every_minutes > 0
+            && !(1..=43_200).contains(&self.backfill.reconcile_window_minutes)
+        {
+            p.push(
+                "backfill.reconcile_window_minutes: must be between 1 and 43200 (30 days)".into(),
+            );
+        }
+        if self.retention.interval_minutes == 0 {
+            p.push("retention.interval_minutes: must be at least 1".into());
+        }
+        if !(1..=100_000).contains(&self.retention.batch_size) {
+            p.push("retention.batch_size: must be between 1 and 100000".into());
         }
         if self.queue.cache_mb < 4 {
             p.push("queue.cache_mb: must be at least 4".into());

@@ -11,6 +11,7 @@ use crate::event::{self, QueuedCallback};
 use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueError};
 use crate::signature;
+use crate::sources;
 use crate::store::Store;
 use base64::Engine;
 use bytes::Bytes;
@@ -274,7 +275,8 @@ async fn route(
 ) -> Response<Body> {
     let path = req.uri().path();
     let admin = is_admin_path(path);
-    let webhook = path == "/ingress" || path == "/conversations";
+    let webhook =
+        path == "/ingress" || path == "/conversations" || path == "/ingress/event-streams";
     if (admin && role == Role::Public) || (webhook && role == Role::Admin) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
@@ -305,6 +307,7 @@ async fn route(
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/ingress") => ingress(st, req, Kind::TaskRouter).await,
         (&Method::POST, "/conversations") => ingress(st, req, Kind::Conversations).await,
+        (&Method::POST, "/ingress/event-streams") => event_streams(st, req).await,
         (&Method::GET, "/healthz") => respond(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/readyz") => readyz(st).await,
         (&Method::GET, "/api/summary") => {
@@ -352,6 +355,7 @@ async fn route(
         }
         (_, "/ingress")
         | (_, "/conversations")
+        | (_, "/ingress/event-streams")
         | (_, "/healthz")
         | (_, "/readyz")
         | (_, "/metrics")
@@ -396,9 +400,17 @@ enum Kind {
     Conversations,
 }
 
-/// Both webhooks: same checks, same durability; they differ in what must be present
-/// and in how the queue entry is tagged.
-async fn ingress(st: &AppState, req: Request<Incoming>, kind: Kind) -> Response<Body> {
+/// A webhook request read whole: what every webhook route checks.
+struct Received {
+    signature: Option<String>,
+    content_type: String,
+    path_and_query: String,
+    body: Bytes,
+}
+
+/// Reads a webhook's body within `max_body_bytes` and `read_timeout`; on failure, the
+/// response to send (413, 408, 400, or 403 for a missing signature).
+async fn receive(st: &AppState, req: Request<Incoming>) -> Result<Received, Response<Body>> {
     let m = &st.metrics;
     let too_large = || {
         m.ingress_too_large.fetch_add(1, Relaxed);
@@ -407,6 +419,85 @@ async fn ingress(st: &AppState, req: Request<Incoming>, kind: Kind) -> Response<
             format!("body is larger than {} bytes", st.max_body_bytes),
         )
     };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    let signature = req
+        .headers()
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if st.verify_signatures && signature.is_none() {
+        m.ingress_bad_signature.fetch_add(1, Relaxed);
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "missing X-Twilio-Signature header",
+        ));
+    }
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let body = Limited::new(req.into_body(), st.max_body_bytes);
+    let body = match tokio::time::timeout(st.read_timeout, body.collect()).await {
+        Err(_) => {
+            m.ingress_bad_request.fetch_add(1, Relaxed);
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body not received in time",
+            ));
+        }
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return Err(too_large());
+            }
+            m.ingress_bad_request.fetch_add(1, Relaxed);
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read body: {e}"),
+            ));
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    Ok(Received {
+        signature,
+        content_type,
+        path_and_query,
+        body,
+    })
+}
+
+/// 503 when the queue cannot take what was received.
+fn unavailable(st: &AppState, e: QueueError) -> Response<Body> {
+    st.metrics.ingress_unavailable.fetch_add(1, Relaxed);
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    if matches!(e, QueueError::Full(_)) {
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("5"));
+    }
+    r
+}
+
+/// Both form webhooks: same checks, same durability; they differ in what must be
+/// present and in how the queue entry is tagged.
+async fn ingress(st: &AppState, req: Request<Incoming>, kind: Kind) -> Response<Body> {
+    let m = &st.metrics;
     let bad = |msg: String| {
         m.ingress_bad_request.fetch_add(1, Relaxed);
         error(StatusCode::BAD_REQUEST, msg)
@@ -415,55 +506,16 @@ async fn ingress(st: &AppState, req: Request<Incoming>, kind: Kind) -> Response<
         m.ingress_bad_signature.fetch_add(1, Relaxed);
         error(StatusCode::FORBIDDEN, msg)
     };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > st.max_body_bytes as u64) {
-        return too_large();
-    }
-    let signature = req
-        .headers()
-        .get("x-twilio-signature")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    if st.verify_signatures && signature.is_none() {
-        return forbidden("missing X-Twilio-Signature header");
-    }
-    let form = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
-        .unwrap_or(false);
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/ingress".to_owned());
-    let body = Limited::new(req.into_body(), st.max_body_bytes);
-    let bytes = match tokio::time::timeout(st.read_timeout, body.collect()).await {
-        Err(_) => {
-            m.ingress_bad_request.fetch_add(1, Relaxed);
-            return error(StatusCode::REQUEST_TIMEOUT, "body not received in time");
-        }
-        Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return too_large();
-            }
-            return bad(format!("cannot read body: {e}"));
-        }
-        Ok(Ok(c)) => c.to_bytes(),
+    let Received {
+        signature,
+        content_type,
+        path_and_query,
+        body: bytes,
+    } = match receive(st, req).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
+    let form = content_type == "application/x-www-form-urlencoded";
     if !form {
         return bad("Content-Type must be application/x-www-form-urlencoded".into());
     }
@@ -513,14 +565,70 @@ async fn ingress(st: &AppState, req: Request<Incoming>, kind: Kind) -> Response<
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        Err(e) => {
-            m.ingress_unavailable.fetch_add(1, Relaxed);
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            if matches!(e, QueueError::Full(_)) {
-                r.headers_mut()
-                    .insert("retry-after", HeaderValue::from_static("5"));
-            }
-            r
+        Err(e) => unavailable(st, e),
+    }
+}
+
+/// `POST /ingress/event-streams`: a Twilio Event Streams webhook sink. The body is a
+/// JSON array of CloudEvents; its TaskRouter events are queued like callbacks (one
+/// flush for the delivery) and acknowledged with 200 once durable. Other products'
+/// events are acknowledged and dropped. Any malformed TaskRouter event refuses the
+/// whole delivery (400), so nothing is half-queued.
+async fn event_streams(st: &AppState, req: Request<Incoming>) -> Response<Body> {
+    let m = &st.metrics;
+    let Received {
+        signature,
+        content_type,
+        path_and_query,
+        body,
+    } = match receive(st, req).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if st.verify_signatures {
+        let url = format!("{}{}", st.public_url, path_and_query);
+        let sig = signature.unwrap_or_default();
+        if let Err(e) = signature::verify_json(st.auth_token.expose(), &url, &body, &sig) {
+            tracing::warn!(url = %url, error = %e, "rejected Event Streams delivery");
+            m.ingress_bad_signature.fetch_add(1, Relaxed);
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("{e} (checked against {url})"),
+            );
         }
     }
+    if !content_type.is_empty() && content_type != "application/json" {
+        m.ingress_bad_request.fetch_add(1, Relaxed);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Content-Type must be application/json",
+        );
+    }
+    let batch = match sources::parse_event_streams(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            m.ingress_bad_request.fetch_add(1, Relaxed);
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let received_ms = chrono::Utc::now().timestamp_millis();
+    let accepted = batch.events.len();
+    let cbs: Vec<QueuedCallback> = batch
+        .events
+        .into_iter()
+        .map(|params| QueuedCallback::TaskRouterV1 {
+            received_ms,
+            params,
+        })
+        .collect();
+    if !cbs.is_empty() {
+        if let Err(e) = st.queue.append_all_durable(&cbs).await {
+            return unavailable(st, e);
+        }
+    }
+    m.ingress_accepted.fetch_add(accepted as u64, Relaxed);
+    respond(
+        StatusCode::OK,
+        json!({"accepted": accepted, "ignored": batch.ignored}),
+    )
 }

@@ -11,8 +11,13 @@
 //!   entity, which apply them in batched transactions through the [`store`].
 //! - [`rules`]: the pure state rules that turn events into rows.
 //! - [`store`]: Postgres (pool, embedded migrations, batched idempotent apply).
+//! - [`sources`]: Event Streams deliveries and REST Events mapped onto callback params;
+//!   [`backfill`] reads missed events from TaskRouter's REST Events.
+//! - [`rebuild`] recomputes the state tables from the raw events; [`retention`] removes
+//!   old raw events.
 //! - [`server`]: composes the stages and runs them until the shutdown future resolves.
 
+pub mod backfill;
 pub mod config;
 pub mod conversations;
 pub mod demo;
@@ -25,11 +30,14 @@ pub mod messages;
 pub mod metrics;
 pub mod publish;
 pub mod queue;
+pub mod rebuild;
+pub mod retention;
 pub mod rules;
 pub mod server;
 pub mod signature;
 pub mod sim;
 pub mod simulate;
+pub mod sources;
 pub mod store;
 pub mod summary;
 pub mod taskrouter;

@@ -10,12 +10,6 @@ use taskrouter_summarizer::{
     demo, jobs, metrics::Metrics, queue::Queue, server, signature, simulate, store,
 };
 
-// glibc's and musl's allocators spent a third of the drain's CPU in malloc/free of
-// short-lived JSON values; mimalloc handles that churn far better (and is the same on
-// the static musl build).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     version,
@@ -83,6 +77,29 @@ enum Command {
         duration: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Read TaskRouter's REST Events for a window (events the callbacks missed) and apply
+    /// them with the same rules; idempotent, resumable. Safe while `serve` runs.
+    Backfill {
+        /// Start: an RFC 3339 time or a duration before now (90m, 6h, 2d).
+        #[arg(long, required_unless_present = "resume")]
+        since: Option<String>,
+        /// End: an RFC 3339 time or a duration before now.
+        #[arg(long, default_value = "now")]
+        until: String,
+        /// Each list query covers this much time (the unit of progress and resumption).
+        #[arg(long, default_value = "1h")]
+        slice: String,
+        /// Continue the last interrupted `backfill` run instead of starting one.
+        #[arg(long, conflicts_with = "since")]
+        resume: bool,
+    },
+    /// Recompute every state table from the raw events (after a rule change or a bug
+    /// fix). Safe while `serve` runs.
+    Rebuild {
+        /// Entities per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
     },
     /// User-defined jobs from the config.
     Jobs {
@@ -257,6 +274,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Backfill {
+            since,
+            until,
+            slice,
+            resume,
+        } => runtime()?.block_on(backfill(cfg, since, until, slice, resume)),
+        Command::Rebuild { batch } => runtime()?.block_on(rebuild(cfg, batch)),
         Command::Jobs { command } => match command {
             JobsCommand::List => {
                 for j in &cfg.jobs {
@@ -394,4 +418,167 @@ async fn shutdown_signal() {
         _ = ctrl_c => tracing::info!("SIGINT received"),
         _ = term => tracing::info!("SIGTERM received"),
     }
+}
+
+fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+async fn backfill(
+    cfg: Config,
+    since: Option<String>,
+    until: String,
+    slice: String,
+    resume: bool,
+) -> anyhow::Result<()> {
+    use taskrouter_summarizer::backfill::{self, Backfill, Sink};
+    if !cfg.rest_configured() {
+        bail!(
+            "backfill needs twilio.workspace_sid, twilio.account_sid and an auth token or API key"
+        );
+    }
+    let pool = store::pool(&cfg)?;
+    store::migrate(&pool)
+        .await
+        .with_context(|| format!("migrating {}", cfg.postgres_url_redacted()))?;
+    let store = store::Store::new(pool, &cfg);
+    let client = taskrouter_summarizer::twilio::TwilioClient::new(&cfg)?;
+    let b = Backfill::new(&cfg, client, store.clone(), Sink::Store(store));
+    let run = if resume {
+        let Some(r) = b.unfinished("cli").await?.pop() else {
+            bail!("no interrupted backfill run to resume");
+        };
+        eprintln!(
+            "resuming run {} ({} to {}) at {}, {} events read so far",
+            r.id,
+            r.since.to_rfc3339(),
+            r.until.to_rfc3339(),
+            r.cursor_at.to_rfc3339(),
+            r.events_fetched
+        );
+        r
+    } else {
+        let now = chrono::Utc::now();
+        let since = backfill::parse_instant(since.as_deref().unwrap_or_default(), now)
+            .map_err(anyhow::Error::msg)?;
+        let until = backfill::parse_instant(&until, now).map_err(anyhow::Error::msg)?;
+        let slice = humantime::parse_duration(&slice)
+            .ok()
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .filter(|d| d.num_seconds() >= 60)
+            .with_context(|| format!("--slice {slice:?}: a duration of at least 1m"))?;
+        let w = backfill::window(since, until, now).map_err(anyhow::Error::msg)?;
+        if let Some(n) = &w.note {
+            eprintln!("{n}");
+        }
+        let open = b.unfinished("cli").await?;
+        if let Some(r) = open.last() {
+            eprintln!(
+                "note: run {} ({} to {}) was interrupted; `backfill --resume` continues it",
+                r.id,
+                r.since.to_rfc3339(),
+                r.until.to_rfc3339()
+            );
+        }
+        b.create("cli", w.since, w.until, slice).await?
+    };
+    let bar = progress_bar(
+        run.slices_total() as u64,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} slices  {msg}  ETA {eta}",
+    );
+    bar.set_position(run.slices_done as u64);
+    let started = std::time::Instant::now();
+    let fetched0 = run.events_fetched;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctrl_c = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        ctrl_c.cancel();
+    });
+    let id = run.id;
+    let result = b
+        .run(run.clone(), &stop, |r| {
+            let rate =
+                (r.events_fetched - fetched0) as f64 / started.elapsed().as_secs_f64().max(0.001);
+            bar.set_position(r.slices_done as u64);
+            bar.set_message(format!(
+                "{} events read, {} new, {rate:.0}/s",
+                r.events_fetched,
+                r.events_new.unwrap_or(0)
+            ));
+        })
+        .await;
+    bar.finish();
+    match result {
+        Ok(r) => {
+            println!(
+                "backfill run {id} done: {} to {}, {} events read, {} were missing and are now applied",
+                r.since.to_rfc3339(),
+                r.until.to_rfc3339(),
+                r.events_fetched,
+                r.events_new.unwrap_or(0)
+            );
+            Ok(())
+        }
+        Err(backfill::BackfillError::Stopped) => {
+            eprintln!("interrupted; `backfill --resume` continues run {id}");
+            std::process::exit(130);
+        }
+        Err(e) => {
+            b.record_error(&run, &e.to_string()).await;
+            Err(anyhow::Error::new(e).context(format!(
+                "backfill run {id} stopped; `backfill --resume` continues it"
+            )))
+        }
+    }
+}
+
+async fn rebuild(cfg: Config, batch: i64) -> anyhow::Result<()> {
+    use taskrouter_summarizer::rebuild;
+    let pool = store::pool(&cfg)?;
+    store::migrate(&pool)
+        .await
+        .with_context(|| format!("migrating {}", cfg.postgres_url_redacted()))?;
+    let store = store::Store::new(pool, &cfg);
+    let bar = progress_bar(
+        0,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}  ETA {eta}",
+    );
+    let report = rebuild::run(&store, batch, |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        bar.set_message(format!("{} ({} events read)", p.phase, p.events));
+    })
+    .await?;
+    bar.finish();
+    // Message metrics of the rebuilt tasks (serve does this in the background too).
+    while store.refresh_dirty(500).await? > 0 {}
+    println!(
+        "rebuilt {} activities, {} workers, {} tasks from {} events{}",
+        report.activities,
+        report.workers,
+        report.tasks,
+        report.events,
+        if report.skipped_tasks > 0 {
+            format!(
+                "; {} tasks older than the retention cutoff kept as they were",
+                report.skipped_tasks
+            )
+        } else {
+            String::new()
+        }
+    );
+    if cfg.rest_configured() {
+        let client = taskrouter_summarizer::twilio::TwilioClient::new(&cfg)?;
+        taskrouter_summarizer::taskrouter::RestSync::new(&cfg, client, store)
+            .sync_once()
+            .await
+            .context("the REST sync after the rebuild (activities, workers, channels)")?;
+        println!("activities, workers and channels re-read from TaskRouter's REST API");
+    }
+    Ok(())
 }

@@ -268,11 +268,22 @@ impl Queue {
     /// Appends a callback and waits until a flush covering it has completed. Requires
     /// [`Queue::run_flusher`] to be running. On error nothing may be acknowledged.
     pub async fn append_durable(&self, cb: &QueuedCallback) -> Result<u64, QueueError> {
+        let ids = self.append_all_durable(std::slice::from_ref(cb)).await?;
+        Ok(ids.first().copied().unwrap_or_default())
+    }
+
+    /// Appends several callbacks (an Event Streams delivery, a backfill page) in order
+    /// and waits for one flush covering all of them. On error nothing may be
+    /// acknowledged; entries already appended are applied anyway (replays are harmless).
+    pub async fn append_all_durable(&self, cbs: &[QueuedCallback]) -> Result<Vec<u64>, QueueError> {
         let depth = self.depth();
-        if depth >= self.max_backlog {
+        if depth.saturating_add(cbs.len() as u64) > self.max_backlog.max(cbs.len() as u64) {
             return Err(QueueError::Full(depth));
         }
-        let id = self.insert_tail(cb.encode())?;
+        let mut ids = Vec::with_capacity(cbs.len());
+        for cb in cbs {
+            ids.push(self.insert_tail(cb.encode())?);
+        }
         // The sequence number is taken after the insert completed, so a flush that
         // starts after observing it covers the insert.
         let seq = self.appended.fetch_add(1, Ordering::SeqCst) + 1;
@@ -284,7 +295,7 @@ impl Queue {
                 if f.through >= seq {
                     self.new_data.notify_one();
                     return match &f.result {
-                        Ok(()) => Ok(id),
+                        Ok(()) => Ok(ids),
                         Err(e) => Err(QueueError::Flush(e.clone())),
                     };
                 }

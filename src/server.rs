@@ -6,6 +6,7 @@
 //! durable); final flush; workers finish the transaction in hand; exit. Whatever is
 //! not yet in Postgres stays queued for the next start.
 
+use crate::backfill::{self, Backfill, Sink};
 use crate::config::Config;
 use crate::conversations;
 use crate::dispatch;
@@ -15,6 +16,7 @@ use crate::live;
 use crate::metrics::Metrics;
 use crate::publish::{Publisher, SyncWriter};
 use crate::queue::Queue;
+use crate::retention;
 use crate::store::{self, Store};
 use crate::taskrouter::{self, RestSync};
 use crate::twilio::TwilioClient;
@@ -110,6 +112,24 @@ pub async fn run(
         background.push(tokio::spawn(conversations::run(
             twilio.clone(),
             store.clone(),
+            pipeline_stop.clone(),
+        )));
+    }
+    background.push(tokio::spawn(retention::run(
+        cfg.retention.clone(),
+        store.clone(),
+        pipeline_stop.clone(),
+    )));
+    if cfg.rest_configured() {
+        let b = Backfill::new(
+            &cfg,
+            twilio.clone(),
+            store.clone(),
+            Sink::Queue(queue.clone()),
+        );
+        background.push(tokio::spawn(backfill::run_in_service(
+            cfg.clone(),
+            b,
             pipeline_stop.clone(),
         )));
     }

@@ -1,4 +1,5 @@
-//! Twilio request signatures (`X-Twilio-Signature`) for form-encoded webhooks.
+//! Twilio request signatures (`X-Twilio-Signature`) for form-encoded webhooks, and for
+//! JSON-bodied ones (Event Streams) through `bodySHA256`.
 //!
 //! signature = base64(HMAC-SHA1(auth_token, url + for each param sorted by name: name + value)).
 //! Twilio is inconsistent about ports, so, like Twilio's own helper libraries, the URL is
@@ -43,6 +44,44 @@ pub fn verify(auth_token: &str, url: &str, params: &[(String, String)], signatur
     url_variants(url)
         .iter()
         .any(|candidate| constant_time_eq(&digest(auth_token, candidate, params), &given))
+}
+
+/// Why a JSON webhook (Event Streams) fails verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JsonSignatureError {
+    #[error("the URL has no bodySHA256 parameter")]
+    NoBodyHash,
+    #[error("bodySHA256 does not match the body")]
+    BodyHash,
+    #[error("X-Twilio-Signature does not match the URL")]
+    Signature,
+}
+
+/// Verifies a JSON-bodied request: the signature covers only the URL (which carries
+/// `bodySHA256`, the hex SHA-256 of the raw body), and that hash must match the body.
+pub fn verify_json(
+    auth_token: &str,
+    url: &str,
+    body: &[u8],
+    signature: &str,
+) -> Result<(), JsonSignatureError> {
+    use sha2::{Digest, Sha256};
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let given = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "bodySHA256")
+        .map(|(_, v)| v.into_owned())
+        .ok_or(JsonSignatureError::NoBodyHash)?;
+    let actual = format!("{:x}", Sha256::digest(body));
+    if !constant_time_eq(
+        actual.as_bytes(),
+        given.trim().to_ascii_lowercase().as_bytes(),
+    ) {
+        return Err(JsonSignatureError::BodyHash);
+    }
+    if !verify(auth_token, url, &[], signature) {
+        return Err(JsonSignatureError::Signature);
+    }
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -185,6 +224,31 @@ mod tests {
     fn twilio_vector_body_sha256_url_only() {
         let url = "https://mycompany.com/myapp.php?foo=1&bar=2&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
         assert_eq!(compute("12345", url, &[]), "a9nBmqA0ju/hNViExpshrM61xv4=");
+    }
+
+    #[test]
+    fn json_bodies_are_checked_against_body_sha256_and_the_url() {
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
+        let body = br#"{"property": "value", "boolean": true}"#;
+        let sig = "a9nBmqA0ju/hNViExpshrM61xv4=";
+        assert_eq!(verify_json("12345", url, body, sig), Ok(()));
+        assert_eq!(
+            verify_json(
+                "12345",
+                url,
+                br#"{"property": "value", "boolean": false}"#,
+                sig
+            ),
+            Err(JsonSignatureError::BodyHash)
+        );
+        assert_eq!(
+            verify_json("other", url, body, sig),
+            Err(JsonSignatureError::Signature)
+        );
+        assert_eq!(
+            verify_json("12345", "https://mycompany.com/myapp.php", body, sig),
+            Err(JsonSignatureError::NoBodyHash)
+        );
     }
 
     #[test]

@@ -107,6 +107,14 @@ impl StoreError {
     }
 }
 
+/// The kinds of entity [`Store::rebuild`] recomputes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Task,
+    Worker,
+    Activity,
+}
+
 /// What a batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -747,7 +755,7 @@ impl Store {
         for e in events {
             d.add(e);
         }
-        self.merge(tx, d).await
+        self.merge(tx, d, false).await
     }
 
     /// Merges states read from TaskRouter's REST API (see [`rules::rest_clock`]) in one
@@ -772,13 +780,19 @@ impl Store {
             locks.shared(ACTIVITIES, "");
         }
         locks.take(&tx).await?;
-        self.merge(&tx, d).await?;
+        self.merge(&tx, d, false).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Merges deltas into the stored states and upserts the derived rows.
-    async fn merge<C: GenericClient>(&self, tx: &C, d: rules::Deltas) -> Result<(), StoreError> {
+    /// Merges deltas into the stored states (or, when `fresh`, into empty ones: a
+    /// rebuild) and upserts the derived rows.
+    async fn merge<C: GenericClient>(
+        &self,
+        tx: &C,
+        d: rules::Deltas,
+        fresh: bool,
+    ) -> Result<(), StoreError> {
         let rules::Deltas {
             tasks: task_d,
             reservations: resv_d,
@@ -791,7 +805,8 @@ impl Store {
         let mut act_changed: Vec<rules::ActivityRow> = Vec::new();
         if !act_d.is_empty() {
             let states = merged::<rules::ActivityState, _>(
-                load_states(tx, "activities", "sid", act_d.keys().cloned().collect()).await?,
+                self.stored(tx, fresh, "activities", "sid", act_d.keys())
+                    .await?,
                 act_d,
             );
             act_changed = states
@@ -808,7 +823,8 @@ impl Store {
 
         if !task_d.is_empty() {
             let states = merged::<rules::TaskState, _>(
-                load_states(tx, "tasks", "sid", task_d.keys().cloned().collect()).await?,
+                self.stored(tx, fresh, "tasks", "sid", task_d.keys())
+                    .await?,
                 task_d,
             );
             let rows: Vec<_> = states
@@ -823,7 +839,8 @@ impl Store {
 
         if !resv_d.is_empty() {
             let states = merged::<rules::ReservationState, _>(
-                load_states(tx, "reservations", "sid", resv_d.keys().cloned().collect()).await?,
+                self.stored(tx, fresh, "reservations", "sid", resv_d.keys())
+                    .await?,
                 resv_d,
             );
             let rows: Vec<_> = states
@@ -838,13 +855,8 @@ impl Store {
 
         if !worker_d.is_empty() {
             let states = merged::<rules::WorkerState, _>(
-                load_states(
-                    tx,
-                    "workers",
-                    "worker_sid",
-                    worker_d.keys().cloned().collect(),
-                )
-                .await?,
+                self.stored(tx, fresh, "workers", "worker_sid", worker_d.keys())
+                    .await?,
                 worker_d,
             );
             let activity_sids: Vec<String> = states
@@ -880,7 +892,12 @@ impl Store {
                 )
                 .await?;
             let mut stored: HashMap<ChannelKey, rules::ChannelState> = HashMap::new();
-            for r in tx.query(&stmt, &[&ws, &cs]).await? {
+            let rows = if fresh {
+                Vec::new()
+            } else {
+                tx.query(&stmt, &[&ws, &cs]).await?
+            };
+            for r in rows {
                 let s = r
                     .try_get::<_, Json<rules::ChannelState>>(2)
                     .map(|j| j.0)
@@ -918,6 +935,106 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The stored merge states of `keys`, or none when rebuilding (`fresh`).
+    async fn stored<'k, C: GenericClient, S>(
+        &self,
+        tx: &C,
+        fresh: bool,
+        table: &str,
+        key_col: &str,
+        keys: impl Iterator<Item = &'k String>,
+    ) -> Result<HashMap<String, S>, StoreError>
+    where
+        S: serde::de::DeserializeOwned + std::fmt::Debug + Default,
+    {
+        if fresh {
+            return Ok(HashMap::new());
+        }
+        load_states(tx, table, key_col, keys.cloned().collect()).await
+    }
+
+    /// Recomputes the state rows of some entities from the `events` table alone,
+    /// replacing their merge states (after a rule change or a bug fix). Runs under the
+    /// same entity locks as [`Store::apply`], so it is safe while events are applied:
+    /// an event committed before sees its effect rebuilt, one applied after merges into
+    /// the rebuilt state. Returns how many events were read.
+    pub async fn rebuild(&self, kind: Entity, keys: &[String]) -> Result<usize, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut locks = Locks::default();
+        let sql = match kind {
+            Entity::Task => {
+                for k in keys {
+                    locks.exclusive("task", k);
+                }
+                "SELECT data, (extract(epoch from received_at) * 1000)::int8 FROM events \
+                 WHERE task_sid = ANY($1)"
+            }
+            Entity::Worker => {
+                for k in keys {
+                    locks.exclusive("worker", k);
+                }
+                locks.shared(ACTIVITIES, "");
+                "SELECT data, (extract(epoch from received_at) * 1000)::int8 FROM events \
+                 WHERE worker_sid = ANY($1) AND event_type LIKE 'worker.%'"
+            }
+            Entity::Activity => {
+                locks.exclusive(ACTIVITIES, "");
+                "SELECT data, (extract(epoch from received_at) * 1000)::int8 FROM events \
+                 WHERE event_type IN ('activity.created', 'activity.updated', 'activity.deleted') \
+                 AND data->>'ActivitySid' = ANY($1)"
+            }
+        };
+        locks.take(&tx).await?;
+        let stmt = tx.prepare_cached(sql).await?;
+        let rows = tx.query(&stmt, &[&keys]).await?;
+        let mut d = rules::Deltas::default();
+        for r in &rows {
+            let Ok(Json(data)) = r.try_get::<_, Json<std::collections::BTreeMap<String, Value>>>(0)
+            else {
+                continue;
+            };
+            let params: crate::event::Params = data
+                .into_iter()
+                .filter_map(|(k, v)| match v {
+                    Value::String(s) => Some((k, s)),
+                    _ => None,
+                })
+                .collect();
+            let received: i64 = r.get(1);
+            d.add(&Event::from_params(&params, received));
+        }
+        // Each pass rebuilds its own tables only: a task's events also name workers.
+        match kind {
+            Entity::Task => {
+                d.workers.clear();
+                d.channels.clear();
+                d.activities.clear();
+            }
+            Entity::Worker => {
+                d.tasks.clear();
+                d.reservations.clear();
+                d.activities.clear();
+            }
+            Entity::Activity => {
+                d.tasks.clear();
+                d.reservations.clear();
+                d.workers.clear();
+                d.channels.clear();
+            }
+        }
+        self.merge(&tx, d, true).await?;
+        if kind == Entity::Task {
+            self.mark_message_metrics(&tx, keys.to_vec(), Vec::new())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len())
     }
 
     /// TaskRouter's `available` flag of each activity, where known.

@@ -113,6 +113,11 @@ impl TwilioClient {
         }
     }
 
+    /// GET one page (or any resource); a 404 is an error.
+    pub async fn get_page(&self, url: &str) -> Result<Value, TwilioError> {
+        self.send(reqwest::Method::GET, url, &[]).await
+    }
+
     /// POST form parameters.
     pub async fn post(&self, url: &str, form: &[(&str, String)]) -> Result<Value, TwilioError> {
         self.send(reqwest::Method::POST, url, form).await

@@ -64,6 +64,8 @@ struct Workspace {
     workers: Vec<Value>,
     channels: HashMap<String, Vec<Value>>,
     tasks: Vec<Value>,
+    /// TaskRouter Event resources (`sid`, `event_type`, `event_date_ms`, `event_data`…).
+    events: Vec<Value>,
 }
 
 /// A Sync document, map, map item, list or list item (`name` is the unique name, or the
@@ -109,7 +111,8 @@ struct State {
     services: HashMap<String, Service>,
     /// Conversation sid -> its messages, in ascending `index` order.
     conversations: HashMap<String, Vec<Value>>,
-    failures: Vec<(String, u16, usize)>,
+    /// (path prefix, status, requests to fail, matching requests to let through first).
+    failures: Vec<(String, u16, usize, usize)>,
     empty_lists: Vec<String>,
     limiter: Limiter,
     requests: Vec<Recorded>,
@@ -193,6 +196,28 @@ impl TwilioStub {
         });
     }
 
+    /// Replaces the workspace's Events (the REST Events resource). `event_date` and
+    /// `url` are filled in from `event_date_ms` and `sid` where missing.
+    pub fn set_events(&self, workspace_sid: &str, events: Vec<Value>) {
+        let base = format!("{}/v1/Workspaces/{workspace_sid}/Events", self.base_url());
+        let events = events
+            .into_iter()
+            .map(|mut e| {
+                if let Some(o) = e.as_object_mut() {
+                    let ms = o.get("event_date_ms").and_then(Value::as_i64).unwrap_or(0);
+                    let date = DateTime::<Utc>::from_timestamp_millis(ms)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    o.entry("event_date").or_insert(json!(date));
+                    let sid = o.get("sid").and_then(Value::as_str).unwrap_or_default();
+                    let url = format!("{base}/{sid}");
+                    o.entry("url").or_insert(json!(url));
+                }
+                e
+            })
+            .collect();
+        self.workspace(workspace_sid, |w| w.events = events);
+    }
+
     pub fn set_tasks(&self, workspace_sid: &str, tasks: Vec<Value>) {
         self.workspace(workspace_sid, |w| w.tasks = tasks);
     }
@@ -237,10 +262,21 @@ impl TwilioStub {
     /// Checked after authentication, so unauthenticated requests do not use up the budget.
     pub fn fail_next(&self, path_prefix: &str, status: u16, n: usize) {
         assert!((400..=599).contains(&status), "fail_next: status {status}");
+        self.fail_after(path_prefix, 0, status, n);
+    }
+
+    /// Forgets every injected failure not yet served.
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
+    }
+
+    /// Like `fail_next`, after letting `ok` matching requests through.
+    pub fn fail_after(&self, path_prefix: &str, ok: usize, status: u16, n: usize) {
+        assert!((400..=599).contains(&status), "fail_after: status {status}");
         if n > 0 {
             self.lock()
                 .failures
-                .push((path_prefix.to_string(), status, n));
+                .push((path_prefix.to_string(), status, n, ok));
         }
     }
 
@@ -411,12 +447,16 @@ impl State {
             return r;
         }
         if let Some(i) = self.failures.iter().position(|f| c.path.starts_with(&f.0)) {
-            let status = self.failures[i].1;
-            self.failures[i].2 -= 1;
-            if self.failures[i].2 == 0 {
-                self.failures.remove(i);
+            if self.failures[i].3 > 0 {
+                self.failures[i].3 -= 1;
+            } else {
+                let status = self.failures[i].1;
+                self.failures[i].2 -= 1;
+                if self.failures[i].2 == 0 {
+                    self.failures.remove(i);
+                }
+                return injected(status);
             }
-            return injected(status);
         }
         let segs: Vec<String> = c
             .path
@@ -495,6 +535,11 @@ impl State {
                 }
                 ("tasks", tasks)
             }
+            ["Events"] => match events_in_window(&w.events, c) {
+                Ok(list) => ("events", list),
+                Err(r) => return r,
+            },
+            ["Events", sid] => return fetch(&w.events, "sid", sid, c),
             ["Activities", sid] => return fetch(&w.activities, "sid", sid, c),
             ["Workers", sid] => return fetch(&w.workers, "sid", sid, c),
             ["Tasks", sid] => return fetch(&w.tasks, "sid", sid, c),
@@ -1021,6 +1066,58 @@ fn filtered(list: &[Value], c: &Ctx, filters: &[(&str, &str)]) -> Vec<Value> {
         .filter(|v| active.iter().all(|(f, want)| field_is(v, f, want)))
         .cloned()
         .collect()
+}
+
+/// The Events list's filters: `StartDate`/`EndDate` (ISO 8601, both inclusive) or else
+/// `Minutes` back from now (default 15), `EventType`, `TaskSid`, `WorkerSid`,
+/// `ReservationSid`. Newest first (Twilio does not promise an order).
+fn events_in_window(events: &[Value], c: &Ctx) -> Result<Vec<Value>, Reply> {
+    let date = |name: &str| -> Result<Option<i64>, Reply> {
+        match c.param(name) {
+            None => Ok(None),
+            Some(v) => DateTime::parse_from_rfc3339(v.trim())
+                .map(|t| Some(t.timestamp_millis()))
+                .map_err(|_| Reply::err(400, 20001, &format!("Invalid {name}"))),
+        }
+    };
+    let now = Utc::now().timestamp_millis();
+    let (start, end) = match (date("StartDate")?, date("EndDate")?) {
+        (None, end) => {
+            let minutes = c
+                .param("Minutes")
+                .map(|m| m.trim().parse::<i64>())
+                .transpose()
+                .map_err(|_| Reply::err(400, 20001, "Invalid Minutes"))?
+                .unwrap_or(15);
+            (end.unwrap_or(now) - minutes * 60_000, end.unwrap_or(now))
+        }
+        (Some(s), e) => (s, e.unwrap_or(now)),
+    };
+    let data_is =
+        |e: &Value, field: &str, want: &str| e["event_data"][field].as_str() == Some(want);
+    let mut out: Vec<Value> = events
+        .iter()
+        .filter(|e| {
+            let ms = e["event_date_ms"].as_i64().unwrap_or(0);
+            (start..=end).contains(&ms)
+        })
+        .filter(|e| {
+            c.param("EventType")
+                .is_none_or(|t| e["event_type"].as_str() == Some(t))
+        })
+        .filter(|e| c.param("TaskSid").is_none_or(|t| data_is(e, "task_sid", t)))
+        .filter(|e| {
+            c.param("WorkerSid")
+                .is_none_or(|t| data_is(e, "worker_sid", t))
+        })
+        .filter(|e| {
+            c.param("ReservationSid")
+                .is_none_or(|t| data_is(e, "reservation_sid", t))
+        })
+        .cloned()
+        .collect();
+    out.sort_by_key(|e| std::cmp::Reverse(e["event_date_ms"].as_i64()));
+    Ok(out)
 }
 
 /// One page of a Twilio list: `{key: [...], meta: {...}}`. Position comes from `Page`;

@@ -1,0 +1,585 @@
+//! Catching up on events TaskRouter's callbacks never delivered: reading TaskRouter's
+//! REST Events (kept 30 days) for a window and feeding them through the same event
+//! model and rules.
+//!
+//! - The window is read in time slices (one list query each, `PageSize=1000`, following
+//!   `meta.next_page_url`), which gives progress and an ETA although the API gives no
+//!   total count.
+//! - After each page is handed on, the run's position (slice, next page URL) is stored
+//!   in `backfill_runs`, so an interrupted run resumes where it stopped.
+//! - Idempotent: events keep their `EV…` sid, so those the callbacks already delivered
+//!   change nothing.
+//!
+//! Two destinations: inside `serve` (catch-up after downtime, periodic reconciliation)
+//! pages are appended to the durable queue like callbacks; the `backfill` command,
+//! which may run beside `serve` (whose queue it cannot open), applies them with the
+//! same batched transactions the queue's workers use.
+
+use crate::config::Config;
+use crate::event::{Event, QueuedCallback};
+use crate::queue::{Queue, QueueError};
+use crate::sources;
+use crate::store::{Store, StoreError};
+use crate::twilio::{segment, TwilioClient, TwilioError};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// TaskRouter keeps events this long.
+pub const RETENTION_DAYS: i64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Twilio(#[from] TwilioError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("stopped")]
+    Stopped,
+}
+
+/// Where fetched events go.
+#[derive(Clone)]
+pub enum Sink {
+    /// The durable queue (inside `serve`): the workers apply them like callbacks.
+    Queue(Arc<Queue>),
+    /// Applied at once in batched transactions (the `backfill` command).
+    Store(Store),
+}
+
+/// A backfill run as stored in `backfill_runs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub id: i64,
+    pub source: String,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub slice: chrono::Duration,
+    pub cursor_at: DateTime<Utc>,
+    pub next_page_url: Option<String>,
+    pub slices_done: i32,
+    pub events_fetched: i64,
+    pub events_new: Option<i64>,
+    pub finished: bool,
+}
+
+impl Run {
+    pub fn slices_total(&self) -> i32 {
+        let span = (self.until - self.since).num_seconds().max(1);
+        let s = self.slice.num_seconds().max(1);
+        ((span + s - 1) / s) as i32
+    }
+
+    fn from_row(r: &tokio_postgres::Row) -> Run {
+        Run {
+            id: r.get("id"),
+            source: r.get("source"),
+            since: r.get("since"),
+            until: r.get("until"),
+            slice: chrono::Duration::seconds(r.get::<_, i32>("slice_seconds") as i64),
+            cursor_at: r.get("cursor_at"),
+            next_page_url: r.get("next_page_url"),
+            slices_done: r.get("slices_done"),
+            events_fetched: r.get("events_fetched"),
+            events_new: r.get("events_new"),
+            finished: r.get::<_, Option<DateTime<Utc>>>("finished_at").is_some(),
+        }
+    }
+}
+
+const RUN_COLUMNS: &str = "id, source, since, until, slice_seconds, cursor_at, next_page_url, \
+                           slices_done, events_fetched, events_new, finished_at";
+
+/// Parses `--since`/`--until`: an RFC 3339 instant, or a duration before `now`
+/// ("90m", "6h", "2d 12h").
+pub fn parse_instant(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = humantime::parse_duration(s).map_err(|_| {
+        format!(
+            "{s:?} is neither an RFC 3339 time (2026-11-30T08:00:00Z) nor a duration (90m, 6h, 2d)"
+        )
+    })?;
+    let d = chrono::Duration::from_std(d).map_err(|_| format!("{s:?} is too long"))?;
+    Ok(now - d)
+}
+
+/// A checked window of event time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// Set when the window was clamped to what TaskRouter keeps.
+    pub note: Option<String>,
+}
+
+/// The window to read, checked: `since` before `until`, and clamped to what TaskRouter
+/// still keeps (the note says so).
+pub fn window(
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Window, String> {
+    let until = until.min(now);
+    let oldest = now - chrono::Duration::days(RETENTION_DAYS);
+    let mut note = None;
+    let since = if since < oldest {
+        note = Some(format!(
+            "TaskRouter keeps events {RETENTION_DAYS} days: starting at {} instead of {}",
+            oldest.to_rfc3339(),
+            since.to_rfc3339()
+        ));
+        oldest
+    } else {
+        since
+    };
+    if since >= until {
+        return Err(format!(
+            "nothing to read: since ({}) is not before until ({})",
+            since.to_rfc3339(),
+            until.to_rfc3339()
+        ));
+    }
+    Ok(Window { since, until, note })
+}
+
+/// Reads TaskRouter's REST Events into a [`Sink`].
+pub struct Backfill {
+    client: TwilioClient,
+    store: Store,
+    workspace_sid: String,
+    sink: Sink,
+}
+
+impl Backfill {
+    pub fn new(cfg: &Config, client: TwilioClient, store: Store, sink: Sink) -> Backfill {
+        Backfill {
+            client,
+            store,
+            workspace_sid: cfg.twilio.workspace_sid.clone(),
+            sink,
+        }
+    }
+
+    /// Records a new run.
+    pub async fn create(
+        &self,
+        source: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        slice: chrono::Duration,
+    ) -> Result<Run, BackfillError> {
+        let c = self.store.pool().get().await.map_err(StoreError::from)?;
+        // Finished runs are history; keep a week of it.
+        c.execute(
+            "DELETE FROM backfill_runs WHERE finished_at < now() - interval '7 days'",
+            &[],
+        )
+        .await?;
+        let slice_secs = slice.num_seconds().clamp(60, 86_400) as i32;
+        let r = c
+            .query_one(
+                &format!(
+                    "INSERT INTO backfill_runs (source, since, until, slice_seconds, cursor_at) \
+                     VALUES ($1, $2, $3, $4, $2) RETURNING {RUN_COLUMNS}"
+                ),
+                &[&source, &since, &until, &slice_secs],
+            )
+            .await?;
+        Ok(Run::from_row(&r))
+    }
+
+    /// Unfinished runs of `source`, oldest first.
+    pub async fn unfinished(&self, source: &str) -> Result<Vec<Run>, BackfillError> {
+        let c = self.store.pool().get().await.map_err(StoreError::from)?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM backfill_runs \
+                     WHERE source = $1 AND finished_at IS NULL ORDER BY id"
+                ),
+                &[&source],
+            )
+            .await?;
+        Ok(rows.iter().map(Run::from_row).collect())
+    }
+
+    fn page_url(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair(
+                "StartDate",
+                &from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+            // The API takes whole seconds: end a second late rather than miss the last
+            // one (events read twice change nothing).
+            .append_pair(
+                "EndDate",
+                &(to + chrono::Duration::seconds(1))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+            .append_pair("PageSize", "1000")
+            .finish();
+        format!(
+            "{}/v1/Workspaces/{}/Events?{q}",
+            self.client.taskrouter_url,
+            segment(&self.workspace_sid)
+        )
+    }
+
+    /// Reads the rest of `run`'s window, page by page, storing its position after each
+    /// page; `progress` is called after each page. Returns the finished run, or
+    /// [`BackfillError::Stopped`] when `stop` fires (the run resumes later).
+    pub async fn run(
+        &self,
+        mut run: Run,
+        stop: &CancellationToken,
+        mut progress: impl FnMut(&Run),
+    ) -> Result<Run, BackfillError> {
+        while run.cursor_at < run.until {
+            if stop.is_cancelled() {
+                return Err(BackfillError::Stopped);
+            }
+            let slice_end = (run.cursor_at + run.slice).min(run.until);
+            let url = run
+                .next_page_url
+                .clone()
+                .unwrap_or_else(|| self.page_url(run.cursor_at, slice_end));
+            let page = tokio::select! {
+                p = self.client.get_page(&url) => p?,
+                _ = stop.cancelled() => return Err(BackfillError::Stopped),
+            };
+            let items = page
+                .get("events")
+                .and_then(Value::as_array)
+                .ok_or_else(|| BackfillError::Invalid(format!("no `events` array in {url}")))?;
+            let batch: Vec<crate::event::Params> =
+                items.iter().filter_map(sources::params_from_rest).collect();
+            let fetched = batch.len() as i64;
+            let new = self.deliver(batch, stop).await?;
+            run.events_fetched += fetched;
+            if let Some(n) = new {
+                run.events_new = Some(run.events_new.unwrap_or(0) + n);
+            }
+            match page
+                .get("meta")
+                .and_then(|m| m.get("next_page_url"))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
+                Some(next) => run.next_page_url = Some(absolute(&self.client, next)),
+                None => {
+                    run.next_page_url = None;
+                    run.cursor_at = slice_end;
+                    run.slices_done += 1;
+                }
+            }
+            run.finished = run.cursor_at >= run.until;
+            self.save(&run).await?;
+            progress(&run);
+        }
+        Ok(run)
+    }
+
+    /// Hands one page on; returns how many events were new when that is known.
+    async fn deliver(
+        &self,
+        batch: Vec<crate::event::Params>,
+        stop: &CancellationToken,
+    ) -> Result<Option<i64>, BackfillError> {
+        if batch.is_empty() {
+            return Ok(match self.sink {
+                Sink::Store(_) => Some(0),
+                Sink::Queue(_) => None,
+            });
+        }
+        let received_ms = Utc::now().timestamp_millis();
+        match &self.sink {
+            Sink::Queue(q) => {
+                let cbs: Vec<QueuedCallback> = batch
+                    .into_iter()
+                    .map(|params| QueuedCallback::TaskRouterV1 {
+                        received_ms,
+                        params,
+                    })
+                    .collect();
+                loop {
+                    match q.append_all_durable(&cbs).await {
+                        Ok(_) => return Ok(None),
+                        // A full backlog is backpressure: callbacks come first.
+                        Err(QueueError::Full(_)) => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                                _ = stop.cancelled() => return Err(BackfillError::Stopped),
+                            }
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Sink::Store(store) => {
+                let events: Vec<Event> = batch
+                    .iter()
+                    .map(|p| Event::from_params(p, received_ms))
+                    .collect();
+                let mut wait = 200;
+                loop {
+                    match store.apply(&events).await {
+                        Ok(a) => return Ok(Some(a.new as i64)),
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(error = %e, "Postgres unavailable; retrying the page");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                                _ = stop.cancelled() => return Err(BackfillError::Stopped),
+                            }
+                            wait = (wait * 2).min(5_000);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn save(&self, run: &Run) -> Result<(), BackfillError> {
+        let c = self.store.pool().get().await.map_err(StoreError::from)?;
+        c.execute(
+            "UPDATE backfill_runs SET cursor_at = $2, next_page_url = $3, slices_done = $4, \
+             events_fetched = $5, events_new = $6, updated_at = now(), \
+             finished_at = CASE WHEN $7 THEN now() END WHERE id = $1",
+            &[
+                &run.id,
+                &run.cursor_at,
+                &run.next_page_url,
+                &run.slices_done,
+                &run.events_fetched,
+                &run.events_new,
+                &run.finished,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records why a run stopped (it stays unfinished and resumable).
+    pub async fn record_error(&self, run: &Run, error: &str) {
+        if let Ok(c) = self.store.pool().get().await {
+            let _ = c
+                .execute(
+                    "UPDATE backfill_runs SET error = $2, updated_at = now() WHERE id = $1",
+                    &[&run.id, &error],
+                )
+                .await;
+        }
+    }
+}
+
+/// Twilio's `next_page_url` is absolute on the real API; a relative one (some proxies)
+/// is taken against the configured base.
+fn absolute(client: &TwilioClient, next: &str) -> String {
+    if next.starts_with("http://") || next.starts_with("https://") {
+        next.to_owned()
+    } else {
+        format!("{}{}", client.taskrouter_url, next)
+    }
+}
+
+/// This instance's name in `instance_heartbeats`: host and queue directory.
+pub fn instance_name(cfg: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let path = std::fs::canonicalize(&cfg.queue.path).unwrap_or_else(|_| cfg.queue.path.clone());
+    format!("{host}:{}", path.display())
+}
+
+/// Inside `serve`: records this instance's heartbeat every 30 s and, once at start,
+/// backfills the gap since the previous heartbeat (when it exceeds
+/// `backfill.catch_up_min_gap_secs`), resumes catch-ups a previous run left unfinished,
+/// and then, if configured, reconciles the last `reconcile_window_minutes` every
+/// `reconcile_every_minutes`. Everything goes through the queue.
+pub async fn run_in_service(cfg: Config, backfill: Backfill, stop: CancellationToken) {
+    let name = instance_name(&cfg);
+    let opts = cfg.backfill.clone();
+    // The previous heartbeat must be read before this start writes its own.
+    let previous = loop {
+        match read_heartbeat(&backfill.store, &name).await {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the heartbeat yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    let started = Utc::now();
+    let hb = tokio::spawn(heartbeat(backfill.store.clone(), name, stop.clone()));
+    if opts.catch_up {
+        let mut runs = backfill.unfinished("catch-up").await.unwrap_or_default();
+        if let Some(last) = previous {
+            let gap = started - last;
+            if gap.num_seconds() >= opts.catch_up_min_gap_secs as i64 {
+                let since = last - chrono::Duration::seconds(opts.overlap_secs as i64);
+                match window(since, started, started) {
+                    Ok(Window { since, until, note }) => {
+                        if let Some(n) = note {
+                            tracing::warn!("{n}");
+                        }
+                        tracing::info!(since = %since.to_rfc3339(), until = %until.to_rfc3339(),
+                            gap_secs = gap.num_seconds(), "catching up on events missed while down");
+                        match backfill
+                            .create("catch-up", since, until, slice(&opts))
+                            .await
+                        {
+                            Ok(r) => runs.push(r),
+                            Err(e) => tracing::error!(error = %e, "cannot record a catch-up run"),
+                        }
+                    }
+                    Err(e) => tracing::debug!("{e}"),
+                }
+            }
+        }
+        for r in runs {
+            execute(&backfill, r, &stop).await;
+        }
+    }
+    if opts.reconcile_every_minutes > 0 {
+        let every = Duration::from_secs(opts.reconcile_every_minutes * 60);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => break,
+            }
+            let now = Utc::now();
+            let since = now - chrono::Duration::minutes(opts.reconcile_window_minutes as i64);
+            match backfill.create("reconcile", since, now, slice(&opts)).await {
+                Ok(r) => execute(&backfill, r, &stop).await,
+                Err(e) => tracing::warn!(error = %e, "cannot start a reconciliation run"),
+            }
+        }
+    }
+    let _ = hb.await;
+}
+
+fn slice(opts: &crate::config::Backfill) -> chrono::Duration {
+    chrono::Duration::minutes(opts.slice_minutes.max(1) as i64)
+}
+
+async fn execute(backfill: &Backfill, run: Run, stop: &CancellationToken) {
+    let id = run.id;
+    let source = run.source.clone();
+    match backfill.run(run.clone(), stop, |_| {}).await {
+        Ok(r) => tracing::info!(run = id, %source, fetched = r.events_fetched,
+            "backfill run finished (events queued; duplicates are dropped when applied)"),
+        Err(BackfillError::Stopped) => {
+            tracing::info!(run = id, %source, "backfill run interrupted; it resumes at the next start")
+        }
+        Err(e) => {
+            tracing::error!(run = id, %source, error = %e, "backfill run failed; it resumes at the next start");
+            backfill.record_error(&run, &e.to_string()).await;
+        }
+    }
+}
+
+async fn read_heartbeat(store: &Store, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let c = store.pool().get().await?;
+    Ok(c.query_opt(
+        "SELECT seen_at FROM instance_heartbeats WHERE instance = $1",
+        &[&name],
+    )
+    .await?
+    .map(|r| r.get(0)))
+}
+
+async fn heartbeat(store: Store, name: String, stop: CancellationToken) {
+    loop {
+        if let Ok(c) = store.pool().get().await {
+            if let Err(e) = c
+                .execute(
+                    "INSERT INTO instance_heartbeats (instance, seen_at) VALUES ($1, now()) \
+                     ON CONFLICT (instance) DO UPDATE SET seen_at = now()",
+                    &[&name],
+                )
+                .await
+            {
+                tracing::debug!(error = %e, "cannot record the heartbeat");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn instants_are_times_or_durations_before_now() {
+        let now = t("2026-11-30T12:00:00Z");
+        assert_eq!(parse_instant("6h", now).unwrap(), t("2026-11-30T06:00:00Z"));
+        assert_eq!(
+            parse_instant("2d 12h", now).unwrap(),
+            t("2026-11-28T00:00:00Z")
+        );
+        assert_eq!(parse_instant("now", now).unwrap(), now);
+        assert_eq!(
+            parse_instant("2026-11-29T08:30:00+01:00", now).unwrap(),
+            t("2026-11-29T07:30:00Z")
+        );
+        let e = parse_instant("yesterday", now).unwrap_err();
+        assert!(e.contains("RFC 3339"), "{e}");
+    }
+
+    #[test]
+    fn windows_are_checked_and_clamped_to_what_taskrouter_keeps() {
+        let now = t("2026-11-30T12:00:00Z");
+        let w = window(t("2026-10-01T00:00:00Z"), now, now).unwrap();
+        assert_eq!(w.since, t("2026-10-31T12:00:00Z"));
+        assert_eq!(w.until, now);
+        assert!(w.note.unwrap().contains("30 days"));
+        // `until` in the future is now.
+        let w = window(t("2026-11-30T11:00:00Z"), t("2026-12-30T00:00:00Z"), now).unwrap();
+        assert_eq!(w.until, now);
+        assert_eq!(w.note, None);
+        assert!(window(now, t("2026-11-30T11:00:00Z"), now).is_err());
+    }
+
+    #[test]
+    fn slices_cover_the_window() {
+        let r = Run {
+            id: 1,
+            source: "cli".into(),
+            since: t("2026-11-30T00:00:00Z"),
+            until: t("2026-11-30T10:30:00Z"),
+            slice: chrono::Duration::hours(1),
+            cursor_at: t("2026-11-30T00:00:00Z"),
+            next_page_url: None,
+            slices_done: 0,
+            events_fetched: 0,
+            events_new: None,
+            finished: false,
+        };
+        assert_eq!(r.slices_total(), 11);
+    }
+}
