@@ -279,8 +279,11 @@ impl Backfill {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
             {
-                Some(next) => run.next_page_url = Some(absolute(&self.client, next)),
-                None => {
+                // A next page that is this page again would loop forever: end the slice.
+                Some(next) if absolute(&self.client, next) != url => {
+                    run.next_page_url = Some(absolute(&self.client, next))
+                }
+                _ => {
                     run.next_page_url = None;
                     run.cursor_at = slice_end;
                     run.slices_done += 1;

@@ -132,6 +132,10 @@ pub async fn run(
             b,
             pipeline_stop.clone(),
         )));
+    } else {
+        tracing::info!(
+            "no TaskRouter credentials and workspace: no catch-up of events missed while down"
+        );
     }
     if !cfg.twilio.workspace_sid.is_empty() {
         let sync = RestSync::new(&cfg, twilio, store.clone());
