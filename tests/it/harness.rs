@@ -285,11 +285,15 @@ auth_token = "{AUTH_TOKEN}"
         Ok(req.send().await?.status().as_u16())
     }
 
+    /// `/readyz` as JSON, or Null when the service does not answer. A pooled connection
+    /// the server closed (after a 413 it does not read the body) is retried.
     pub async fn readyz(&self) -> Value {
-        match self.http.get(self.url("/readyz")).send().await {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
+        for _ in 0..3 {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                return r.json().await.unwrap_or(Value::Null);
+            }
         }
+        Value::Null
     }
 
     /// Waits until the queue is empty (everything applied or dead-lettered).
