@@ -125,7 +125,9 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
     let mut cursor: Option<u64> = None;
     let mut generation = sh.queue.generation();
     let mut next_retry_scan = 0i64;
-    let read_max = sh.settings.batch_size * sh.settings.workers;
+    // One batch per read: what is read waits in memory for a worker, so reading more
+    // than a batch ahead only adds memory during a backlog.
+    let read_max = sh.settings.batch_size;
     loop {
         sh.metrics.dispatcher_heartbeat_ms.store(now_ms(), Relaxed);
         if sh.stop.is_cancelled() {
