@@ -106,6 +106,15 @@ impl Metrics {
     pub fn render(&self, q: &crate::queue::Status) -> String {
         let mut s = String::new();
         let c = |a: &AtomicU64| a.load(Relaxed).to_string();
+        if let Some(kib) = resident_kib() {
+            metric(
+                &mut s,
+                "gauge",
+                "process_resident_memory_bytes",
+                "Resident memory of this process.",
+                &[("", (kib * 1024).to_string())],
+            );
+        }
         metric(
             &mut s,
             "counter",
@@ -311,4 +320,16 @@ fn metric(out: &mut String, kind: &str, name: &str, help: &str, samples: &[(&str
     for (labels, v) in samples {
         let _ = writeln!(out, "{name}{labels} {v}");
     }
+}
+
+/// VmRSS from /proc/self/status (Linux), in KiB.
+fn resident_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

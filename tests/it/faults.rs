@@ -315,6 +315,14 @@ async fn secrets_stay_out_of_logs_and_admin_endpoints_can_be_protected() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // The process reports its own resident memory (a real, plausible number).
+    let text = r.text().await.unwrap();
+    let rss: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("process_resident_memory_bytes in /metrics");
+    assert!((1 << 20..1 << 32).contains(&rss), "{rss}");
     let r = svc
         .http
         .post(format!("{admin}/ingress"))
