@@ -217,13 +217,11 @@ pub async fn run(
     Ok(())
 }
 
-/// Feeds systemd's watchdog while the dispatcher loop is alive (it beats at least
-/// once a second, also while Postgres is down); a hung pipeline gets restarted.
 /// glibc keeps the memory of freed batches (multi-megabyte statement buffers, decoded
 /// events) in its arenas instead of returning it: under a steady 5,000 callbacks/s RSS
 /// rose to 181 MiB, of which `malloc_trim` gave back 79 MiB. Trimming every few seconds
-/// keeps RSS near what is really in use. (The static musl build's allocator returns
-/// memory by itself.)
+/// keeps RSS near what is really in use. (The static musl build has musl's own
+/// allocator; nothing to trim there.)
 async fn trim_memory(stop: CancellationToken) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     loop {
@@ -238,6 +236,8 @@ async fn trim_memory(stop: CancellationToken) {
     stop.cancelled().await;
 }
 
+/// Feeds systemd's watchdog while the dispatcher loop is alive (it beats at least
+/// once a second, also while Postgres is down); a hung pipeline gets restarted.
 async fn watchdog(metrics: Arc<Metrics>) {
     let mut usec = 0;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
