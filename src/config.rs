@@ -444,12 +444,15 @@ impl Config {
     }
 
     /// Every problem with the values, each naming its key. Empty when usable.
+    /// Twilio's REST APIs can be called: an account and an auth token or API key.
+    pub fn has_credentials(&self) -> bool {
+        let t = &self.twilio;
+        !t.account_sid.is_empty() && (!t.auth_token.is_empty() || !t.api_key_sid.is_empty())
+    }
+
     /// TaskRouter's REST API can be read: a workspace and credentials.
     pub fn rest_configured(&self) -> bool {
-        let t = &self.twilio;
-        !t.workspace_sid.is_empty()
-            && !t.account_sid.is_empty()
-            && (!t.auth_token.is_empty() || !t.api_key_sid.is_empty())
+        !self.twilio.workspace_sid.is_empty() && self.has_credentials()
     }
 
     pub fn problems(&self) -> Vec<String> {

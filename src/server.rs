@@ -108,10 +108,7 @@ pub async fn run(
     } else {
         tracing::info!("twilio.sync_service_sid is empty: not publishing to Sync");
     }
-    if cfg.conversations.fetch_on_complete
-        && !cfg.twilio.account_sid.is_empty()
-        && (!cfg.twilio.auth_token.is_empty() || !cfg.twilio.api_key_sid.is_empty())
-    {
+    if cfg.conversations.fetch_on_complete && cfg.has_credentials() {
         background.push(tokio::spawn(conversations::run(
             twilio.clone(),
             store.clone(),
