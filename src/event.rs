@@ -100,11 +100,11 @@ impl QueuedCallback {
             QueuedCallback::TaskRouterV1 {
                 received_ms,
                 params,
-            } => Event::from_params(&params, received_ms),
+            } => Event::from_owned_params(params, received_ms),
             QueuedCallback::ConversationsV1 {
                 received_ms,
                 params,
-            } => Event::from_conversation(&params, received_ms),
+            } => Event::from_owned_conversation(params, received_ms),
         }
     }
 
@@ -167,15 +167,26 @@ impl Event {
     /// Builds the event from received params. Never fails: the caller has already
     /// checked that `EventType` is present (see [`validate`]).
     pub fn from_params(params: &Params, received_ms: i64) -> Event {
+        Event::from_owned_params(params.clone(), received_ms)
+    }
+
+    /// [`Event::from_params`] taking the params by value: the drain decodes every queue
+    /// entry, and moving its strings instead of copying them halves its allocations.
+    pub fn from_owned_params(params: Params, received_ms: i64) -> Event {
+        // Twilio never repeats a TaskRouter parameter; if one is repeated, the first wins.
+        let sid = match params
+            .iter()
+            .find(|(k, _)| k == "Sid")
+            .map(|(_, v)| v.trim())
+            .filter(|s| !s.is_empty())
+        {
+            Some(s) => s.to_owned(),
+            None => digest_sid(&params),
+        };
         let mut map = BTreeMap::new();
         for (k, v) in params {
-            // Twilio never repeats a TaskRouter parameter; if one is repeated, the first wins.
-            map.entry(k.clone()).or_insert_with(|| v.clone());
+            map.entry(k).or_insert(v);
         }
-        let sid = match map.get("Sid").filter(|s| !s.trim().is_empty()) {
-            Some(s) => s.trim().to_owned(),
-            None => digest_sid(params),
-        };
         let event_type = map.get("EventType").cloned().unwrap_or_default();
         let occurred_ms = map
             .get("TimestampMs")
@@ -195,7 +206,11 @@ impl Event {
     /// A Conversations webhook: its id is the message sid (`msg:IM…`), its time the
     /// message's `DateCreated`.
     pub fn from_conversation(params: &Params, received_ms: i64) -> Event {
-        let mut e = Event::from_params(params, received_ms);
+        Event::from_owned_conversation(params.clone(), received_ms)
+    }
+
+    fn from_owned_conversation(params: Params, received_ms: i64) -> Event {
+        let mut e = Event::from_owned_params(params, received_ms);
         e.source = Source::Conversations;
         if let Some(m) = e.get("MessageSid") {
             e.sid = format!("msg:{m}");
@@ -449,6 +464,23 @@ mod tests {
         assert_eq!(e.occurred_ms, 1_700_000_000_000);
         let e = Event::from_params(&p(&[("EventType", "task.created")]), 5);
         assert_eq!(e.occurred_ms, 5);
+    }
+
+    #[test]
+    fn repeated_params_first_wins_and_a_blank_sid_means_a_digest() {
+        let e = Event::from_params(
+            &p(&[("Sid", " EV1 "), ("EventType", "a"), ("Sid", "EV2"), ("EventType", "b")]),
+            0,
+        );
+        assert_eq!((e.sid.as_str(), e.event_type.as_str()), ("EV1", "a"));
+        assert_eq!(e.get("Sid"), Some("EV1"));
+        let blank = p(&[("Sid", "  "), ("EventType", "a"), ("Sid", "EV2")]);
+        assert_eq!(Event::from_params(&blank, 0).sid, digest_sid(&blank));
+        let q = QueuedCallback::TaskRouterV1 {
+            received_ms: 5,
+            params: blank.clone(),
+        };
+        assert_eq!(q.into_event(), Event::from_params(&blank, 5));
     }
 
     #[test]

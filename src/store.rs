@@ -729,6 +729,8 @@ impl Store {
                 "client_reply_count": m.client_reply_count,
             }));
         }
+        // Most refreshes (a task event marks its conversation) change nothing: skipping
+        // those rows spares rewriting a 2 KB row and its seven index entries each time.
         let stmt = tx
             .prepare_cached(
                 "UPDATE tasks t SET agent_message_count = x.agent_message_count, \
@@ -738,7 +740,13 @@ impl Store {
                     client_total_response_time = x.client_total_response_time, \
                     agent_reply_count = x.agent_reply_count, \
                     client_reply_count = x.client_reply_count \
-                 FROM jsonb_populate_recordset(NULL::tasks, $1) x WHERE t.sid = x.sid",
+                 FROM jsonb_populate_recordset(NULL::tasks, $1) x WHERE t.sid = x.sid \
+                 AND (t.agent_message_count, t.client_message_count, t.agent_first_response_time, \
+                      t.agent_total_response_time, t.client_total_response_time, \
+                      t.agent_reply_count, t.client_reply_count) IS DISTINCT FROM \
+                     (x.agent_message_count, x.client_message_count, x.agent_first_response_time, \
+                      x.agent_total_response_time, x.client_total_response_time, \
+                      x.agent_reply_count, x.client_reply_count)",
             )
             .await?;
         tx.execute(&stmt, &[&Value::Array(updates)]).await?;
