@@ -469,7 +469,12 @@ mod tests {
     #[test]
     fn repeated_params_first_wins_and_a_blank_sid_means_a_digest() {
         let e = Event::from_params(
-            &p(&[("Sid", " EV1 "), ("EventType", "a"), ("Sid", "EV2"), ("EventType", "b")]),
+            &p(&[
+                ("Sid", " EV1 "),
+                ("EventType", "a"),
+                ("Sid", "EV2"),
+                ("EventType", "b"),
+            ]),
             0,
         );
         assert_eq!((e.sid.as_str(), e.event_type.as_str()), ("EV1", "a"));

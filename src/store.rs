@@ -656,8 +656,9 @@ impl Store {
 
     /// Recomputes the message metrics of the messaging tasks of the given conversations
     /// (see [`messages`]). Runs in its own short transaction (from [`Store::refresh_dirty`]):
-    /// it writes only the message columns, which task upserts never touch, and row locks
-    /// order it after any concurrent task upsert.
+    /// it writes only the message columns, which task upserts never touch. A task row
+    /// locked by a concurrent upsert is left for a later round (its conversation is
+    /// marked again), so the refresh never makes a worker wait longer than its own commit.
     async fn refresh_message_metrics<C: GenericClient>(
         &self,
         tx: &C,
@@ -729,24 +730,33 @@ impl Store {
                 "client_reply_count": m.client_reply_count,
             }));
         }
-        // Most refreshes (a task event marks its conversation) change nothing: skipping
-        // those rows spares rewriting a 2 KB row and its seven index entries each time.
+        // Most refreshes (a task event marks its conversation) change nothing: those rows
+        // are not rewritten. Rows a worker's transaction holds are skipped, not waited
+        // for (waiting made the workers' task upserts queue behind this transaction and
+        // it behind them); their conversations are marked again for a later round.
         let stmt = tx
             .prepare_cached(
-                "UPDATE tasks t SET agent_message_count = x.agent_message_count, \
-                    client_message_count = x.client_message_count, \
-                    agent_first_response_time = x.agent_first_response_time, \
-                    agent_total_response_time = x.agent_total_response_time, \
-                    client_total_response_time = x.client_total_response_time, \
-                    agent_reply_count = x.agent_reply_count, \
-                    client_reply_count = x.client_reply_count \
-                 FROM jsonb_populate_recordset(NULL::tasks, $1) x WHERE t.sid = x.sid \
-                 AND (t.agent_message_count, t.client_message_count, t.agent_first_response_time, \
-                      t.agent_total_response_time, t.client_total_response_time, \
-                      t.agent_reply_count, t.client_reply_count) IS DISTINCT FROM \
-                     (x.agent_message_count, x.client_message_count, x.agent_first_response_time, \
-                      x.agent_total_response_time, x.client_total_response_time, \
-                      x.agent_reply_count, x.client_reply_count)",
+                "WITH x AS (SELECT * FROM jsonb_populate_recordset(NULL::tasks, $1)), \
+                 changed AS (SELECT x.* FROM x JOIN tasks t ON t.sid = x.sid \
+                   WHERE (t.agent_message_count, t.client_message_count, t.agent_first_response_time, \
+                          t.agent_total_response_time, t.client_total_response_time, \
+                          t.agent_reply_count, t.client_reply_count) IS DISTINCT FROM \
+                         (x.agent_message_count, x.client_message_count, x.agent_first_response_time, \
+                          x.agent_total_response_time, x.client_total_response_time, \
+                          x.agent_reply_count, x.client_reply_count)), \
+                 free AS (SELECT t.sid FROM tasks t WHERE t.sid IN (SELECT sid FROM changed) \
+                   ORDER BY t.sid FOR UPDATE SKIP LOCKED), \
+                 done AS (UPDATE tasks t SET agent_message_count = c.agent_message_count, \
+                    client_message_count = c.client_message_count, \
+                    agent_first_response_time = c.agent_first_response_time, \
+                    agent_total_response_time = c.agent_total_response_time, \
+                    client_total_response_time = c.client_total_response_time, \
+                    agent_reply_count = c.agent_reply_count, \
+                    client_reply_count = c.client_reply_count \
+                  FROM changed c WHERE t.sid = c.sid AND t.sid IN (SELECT sid FROM free) RETURNING t.sid) \
+                 INSERT INTO dirty_conversations (conversation_sid) \
+                 SELECT DISTINCT t.conversation_sid FROM changed c JOIN tasks t ON t.sid = c.sid \
+                 WHERE c.sid NOT IN (SELECT sid FROM done) AND t.conversation_sid IS NOT NULL",
             )
             .await?;
         tx.execute(&stmt, &[&Value::Array(updates)]).await?;

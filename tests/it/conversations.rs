@@ -239,3 +239,46 @@ async fn rest_fallback_gives_the_same_numbers() {
         1
     );
 }
+
+/// A task row held by another transaction (a worker's upsert) does not make the
+/// message-metric refresh wait: it is skipped and retried, and lands once released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_skips_a_locked_task_row_and_catches_up() {
+    let db = TestDb::new().await;
+    let mut opts = Options::new(&db.url);
+    opts.extra = "[conversations]\nfetch_on_complete = false\n".into();
+    let svc = Service::start(opts).await;
+    let t0 = (chrono::Utc::now().timestamp_millis() / 1000 - 300) * 1000;
+    assert!(post_all(&svc, &task_events(t0), 1)
+        .await
+        .iter()
+        .all(|s| *s == 204));
+    svc.wait_drained(Duration::from_secs(30)).await;
+
+    let mut holder = db.client().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM tasks WHERE sid = 'WTchat' FOR UPDATE", &[])
+        .await
+        .unwrap();
+    for i in 0..SCRIPT.len() {
+        assert_eq!(post_conv(&svc, &webhook(t0, i)).await, 204);
+    }
+    svc.wait_drained(Duration::from_secs(30)).await;
+    // Several refresh rounds (every 0.5 s): none may queue behind the held row.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = db
+        .count(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await;
+    assert_eq!(waiting, 0, "a session waits for the held task row");
+    assert_eq!(
+        db.count("SELECT agent_message_count::int8 FROM tasks WHERE sid = 'WTchat'")
+            .await,
+        0
+    );
+    assert!(db.count("SELECT count(*) FROM dirty_conversations").await > 0);
+    tx.rollback().await.unwrap();
+    assert_metrics(&db).await;
+}
