@@ -813,9 +813,19 @@ impl Sim {
             .collect();
         // Priority first, then age (task indices follow creation order).
         cands.sort_by_key(|&t| (Reverse(self.tasks[t].priority), t));
+        // A reservation only takes capacity, so a (channel, queue) with no eligible worker
+        // stays without one for the rest of this round: its other tasks are skipped
+        // rather than each scanning every worker (quadratic on an overloaded day).
+        let mut full: Vec<(usize, usize)> = Vec::new();
         for t in cands {
-            if let Some(w) = self.pick_worker(t) {
-                self.reserve(t, w);
+            let key = (self.tasks[t].channel, self.tasks[t].queue);
+            if full.contains(&key) {
+                continue;
+            }
+            match self.pick_worker(t) {
+                Some(w) => self.reserve(t, w),
+                None if self.tasks[t].tried.is_empty() => full.push(key),
+                None => {}
             }
         }
     }
