@@ -178,8 +178,8 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
             continue;
         }
         for item in items {
-            let event = match QueuedCallback::decode(&item.payload) {
-                Ok(cb) => cb.into_event(),
+            let event = match QueuedCallback::decode_event(&item.payload) {
+                Ok(event) => event,
                 Err(e) => {
                     // Written by an incompatible version or damaged on disk: retrying
                     // cannot help, so it goes straight to the dead letters.

@@ -268,7 +268,7 @@ struct EventRow<'a> {
     resource_sid: Option<&'a str>,
     occurred_at: Option<chrono::DateTime<chrono::Utc>>,
     received_at: Option<chrono::DateTime<chrono::Utc>>,
-    data: &'a std::collections::BTreeMap<String, String>,
+    data: &'a crate::event::ParamMap,
 }
 
 impl<'a> EventRow<'a> {
