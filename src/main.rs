@@ -149,6 +149,7 @@ fn init_logging(cfg: Option<&Config>) {
 }
 
 fn main() -> std::process::ExitCode {
+    taskrouter_summarizer::server::tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -214,6 +214,21 @@ pub async fn run(
     Ok(())
 }
 
+/// Caps glibc's malloc arenas at two (its default is eight per core), unless the
+/// operator set `MALLOC_ARENA_MAX`. Each thread that meets contention gets an arena of
+/// its own, and freed batches stay spread over all of them: draining a backlog peaked at
+/// 350 to 370 MB with the default, 230 to 275 MB with two, at the same speed within
+/// noise. Call before any thread starts. (musl: nothing to tune.)
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator parameters; no other thread runs yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// glibc keeps the memory of freed batches (multi-megabyte statement buffers, decoded
 /// events) in its arenas instead of returning it: under a steady 5,000 callbacks/s RSS
 /// rose to 181 MiB, of which `malloc_trim` gave back 79 MiB. Trimming every few seconds
