@@ -506,6 +506,11 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             p.push("server.max_body_bytes: must be at least 1024".into());
         }
+        // Callbacks are a few KB; the bound also keeps an event's params addressable
+        // with 32-bit offsets (see event::ParamMap).
+        if self.server.max_body_bytes > 64 << 20 {
+            p.push("server.max_body_bytes: must be at most 67108864 (64 MiB)".into());
+        }
         if self.server.max_connections == 0 {
             p.push("server.max_connections: must be at least 1".into());
         }
@@ -788,6 +793,7 @@ channels = { chat = 60 }
 [server]
 listen = "nope"
 public_url = "ftp://x"
+max_body_bytes = 100000000
 [twilio]
 account_sid = "XX1"
 [sla]
@@ -803,6 +809,7 @@ timezone = "Mars/Olympus"
             "postgres.url: missing",
             "twilio.account_sid",
             "sla.timezone",
+            "server.max_body_bytes: must be at most",
         ] {
             assert!(p.contains(key), "{key} not reported in:\n{p}");
         }

@@ -211,8 +211,8 @@ impl ParamMap {
         }
     }
 
-    /// Appends a pair; [`ParamMap::finish`] sorts them. Bodies are capped far below
-    /// 4 GiB (`max_body_bytes`), so `u32` offsets suffice.
+    /// Appends a pair; [`ParamMap::finish`] sorts them. `u32` offsets suffice: bodies
+    /// are at most `server.max_body_bytes` (64 MiB at most), REST events a few KB.
     fn push(&mut self, name: &str, value: &str) {
         let start = self.buf.len() as u32;
         self.buf.push_str(name);
@@ -227,11 +227,6 @@ impl ParamMap {
 
     fn value(&self, i: &[u32; 3]) -> &str {
         &self.buf[i[1] as usize..i[2] as usize]
-    }
-
-    /// The pairs as pushed (before [`ParamMap::finish`]).
-    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.idx.iter().map(|i| (self.name(i), self.value(i)))
     }
 
     /// Sorts by name, keeping the first value of a repeated name (a stable sort).
@@ -250,9 +245,9 @@ impl ParamMap {
             .map(|at| self.value(&self.idx[at]))
     }
 
-    /// The params in name order.
+    /// The params in name order (in the order pushed, before [`ParamMap::finish`]).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs()
+        self.idx.iter().map(|i| (self.name(i), self.value(i)))
     }
 
     pub fn len(&self) -> usize {
@@ -370,14 +365,15 @@ impl Event {
     /// Builds the event from params pushed in received order (not yet finished).
     fn from_map(map: ParamMap, received_ms: i64) -> Event {
         // Twilio never repeats a TaskRouter parameter; if one is repeated, the first wins.
+        // `map` is still in received order here.
         let sid = match map
-            .pairs()
+            .iter()
             .find(|(k, _)| *k == "Sid")
             .map(|(_, v)| v.trim())
             .filter(|s| !s.is_empty())
         {
             Some(s) => s.to_owned(),
-            None => digest_pairs(map.pairs()),
+            None => digest_pairs(map.iter()),
         };
         let map = map.finish();
         let event_type = map.get("EventType").unwrap_or_default().to_owned();
