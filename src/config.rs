@@ -443,7 +443,6 @@ impl Config {
         }
     }
 
-    /// Every problem with the values, each naming its key. Empty when usable.
     /// Twilio's REST APIs can be called: an account and an auth token or API key.
     pub fn has_credentials(&self) -> bool {
         let t = &self.twilio;
@@ -455,6 +454,7 @@ impl Config {
         !self.twilio.workspace_sid.is_empty() && self.has_credentials()
     }
 
+    /// Every problem with the values, each naming its key. Empty when usable.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {

@@ -140,15 +140,6 @@ impl QueuedCallback {
     /// [`QueuedCallback::decode`] then [`QueuedCallback::into_event`] in one step, with
     /// the params read straight into the event (the drain decodes every entry).
     pub fn decode_event(bytes: &[u8]) -> Result<Event, serde_json::Error> {
-        struct WireParams(ParamMap);
-        impl<'de> Deserialize<'de> for WireParams {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                use serde::de::DeserializeSeed;
-                let mut map = ParamMap::with_capacity(1536, 40);
-                ParamsSeed(&mut map).deserialize(d)?;
-                Ok(WireParams(map))
-            }
-        }
         #[derive(Deserialize)]
         struct Wire<'a> {
             #[serde(borrow)]
@@ -278,75 +269,36 @@ impl Serialize for ParamMap {
     }
 }
 
-/// Reads a queue entry's `params` (`[["name","value"],…]`) straight into a [`ParamMap`]
-/// in received order: serde hands each string over borrowed, or from its scratch buffer
-/// when it had escapes, so nothing is allocated per param.
-struct ParamsSeed<'m>(&'m mut ParamMap);
+/// A queue entry's `params` (`[["name","value"],…]`) read straight into a [`ParamMap`]
+/// in received order. Strings are borrowed from the entry; only those with escapes
+/// (attributes, which are JSON) are copied on the way.
+struct WireParams(ParamMap);
 
-impl<'de> serde::de::DeserializeSeed<'de> for ParamsSeed<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for ParamsSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a list of [name, value] pairs")
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(PairSeed(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-}
-
-struct PairSeed<'m>(&'m mut ParamMap);
-
-impl<'de> serde::de::DeserializeSeed<'de> for PairSeed<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_tuple(2, self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for PairSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a [name, value] pair of strings")
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        use serde::de::Error;
-        let map = self.0;
-        let start = map.buf.len() as u32;
-        seq.next_element_seed(StrSeed(&mut map.buf))?
-            .ok_or_else(|| A::Error::invalid_length(0, &"a [name, value] pair"))?;
-        let mid = map.buf.len() as u32;
-        seq.next_element_seed(StrSeed(&mut map.buf))?
-            .ok_or_else(|| A::Error::invalid_length(1, &"a [name, value] pair"))?;
-        map.idx.push([start, mid, map.buf.len() as u32]);
-        Ok(())
-    }
-}
-
-/// Appends one JSON string to a buffer.
-struct StrSeed<'b>(&'b mut String);
-
-impl<'de> serde::de::DeserializeSeed<'de> for StrSeed<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for StrSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        self.0.push_str(v);
-        Ok(())
+impl<'de> Deserialize<'de> for WireParams {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = ParamMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of [name, value] pairs")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ParamMap, A::Error> {
+                #[derive(Deserialize)]
+                struct Pair<'a>(
+                    #[serde(borrow)] std::borrow::Cow<'a, str>,
+                    #[serde(borrow)] std::borrow::Cow<'a, str>,
+                );
+                let mut map = ParamMap::with_capacity(1536, seq.size_hint().unwrap_or(40));
+                while let Some(Pair(name, value)) = seq.next_element()? {
+                    map.push(&name, &value);
+                }
+                Ok(map)
+            }
+        }
+        d.deserialize_seq(Pairs).map(WireParams)
     }
 }
 
@@ -488,16 +440,6 @@ impl Event {
             .or_else(|| self.get("ActivitySid"))
             .or_else(|| self.get("ResourceSid"))
             .unwrap_or(&self.sid)
-    }
-
-    /// All params as a JSON object (the `events.data` column).
-    pub fn data_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(
-            self.params
-                .iter()
-                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
-                .collect(),
-        )
     }
 }
 
@@ -764,7 +706,7 @@ mod tests {
                 let params: Params = params.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
                 let e = Event::from_params(&params, received);
                 let _ = (e.int("TaskAge"), e.instant_ms("TaskDateCreated"), e.json("TaskAttributes"),
-                         e.bool("WorkerChannelAvailable"), e.partition_key(), e.data_json());
+                         e.bool("WorkerChannelAvailable"), e.partition_key(), serde_json::to_value(e.params()));
                 let c = Event::from_conversation(&params, received);
                 let _ = c.partition_key();
                 let _ = validate(&params);

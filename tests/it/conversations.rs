@@ -61,6 +61,12 @@ fn task_events(t0: i64) -> Vec<Vec<(String, String)>> {
     ]
 }
 
+/// Posts [`task_events`], each acknowledged.
+async fn post_task_events(svc: &Service, t0: i64) {
+    let statuses = post_all(svc, &task_events(t0), 1).await;
+    assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
+}
+
 /// (seconds after t0, author): customer 1, 3; alice 10; customer 20; alice 25, 26; customer 40.
 /// A message before the task and one after it ended do not count.
 const SCRIPT: [(i64, &str); 9] = [
@@ -169,10 +175,7 @@ async fn webhooks_out_of_order_duplicated_and_before_their_task() {
         db.count("SELECT count(*) FROM messages").await,
         SCRIPT.len() as i64
     );
-    assert!(post_all(&svc, &task_events(t0), 1)
-        .await
-        .iter()
-        .all(|s| *s == 204));
+    post_task_events(&svc, t0).await;
     assert_metrics(&db).await;
 
     // Bad signatures are refused and write nothing.
@@ -219,10 +222,7 @@ async fn rest_fallback_gives_the_same_numbers() {
     for i in [3, 7] {
         assert_eq!(post_conv(&svc, &webhook(t0, i)).await, 204);
     }
-    assert!(post_all(&svc, &task_events(t0), 1)
-        .await
-        .iter()
-        .all(|s| *s == 204));
+    post_task_events(&svc, t0).await;
     assert_metrics(&db).await;
     assert_eq!(
         db.count("SELECT count(*) FROM messages").await,
@@ -249,10 +249,7 @@ async fn refresh_skips_a_locked_task_row_and_catches_up() {
     opts.extra = "[conversations]\nfetch_on_complete = false\n".into();
     let svc = Service::start(opts).await;
     let t0 = (chrono::Utc::now().timestamp_millis() / 1000 - 300) * 1000;
-    assert!(post_all(&svc, &task_events(t0), 1)
-        .await
-        .iter()
-        .all(|s| *s == 204));
+    post_task_events(&svc, t0).await;
     svc.wait_drained(Duration::from_secs(30)).await;
 
     let mut holder = db.client().await;
