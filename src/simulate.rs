@@ -57,8 +57,10 @@ type TaskTimes = (
 );
 
 /// Conversations `onMessageAdded` webhooks for the messaging tasks of a day: the
-/// customer writes first, the agent answers after acceptance, a few exchanges follow
-/// before wrap-up. Returned with their times, for merging with the callbacks.
+/// customer's first message creates the task (so it is a little older than
+/// `task.created`, as with Studio's "Send to Flex"), the agent answers after acceptance,
+/// a few exchanges follow before wrap-up. Returned with their times, for merging with
+/// the callbacks.
 pub fn messages(day: &SimDay, seed: u64) -> Vec<(i64, Callback)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6d65_7373);
     let mut tasks: BTreeMap<String, TaskTimes> = BTreeMap::new();
@@ -99,7 +101,7 @@ pub fn messages(day: &SimDay, seed: u64) -> Vec<(i64, Callback)> {
             continue;
         };
         let end = end.unwrap_or(created + 600_000);
-        let mut t = created + rng.gen_range(500..3_000);
+        let mut t = created - rng.gen_range(300..2_500);
         let mut index = 0;
         let mut push = |t: i64, author: &str, out: &mut Vec<(i64, Callback)>| {
             let sid = format!("IM{:032x}", rng.gen::<u128>());

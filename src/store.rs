@@ -707,18 +707,36 @@ impl Store {
                     created_ms: r.get(4),
                 });
         }
+        // Each task's window depends on the other tasks of its conversation (design §4):
+        // all of them were read above.
+        let mut tasks_of: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            tasks_of.entry(r.get(1)).or_default().push(i);
+        }
+        let mut window = vec![messages::Window::default(); rows.len()];
+        for idx in tasks_of.values() {
+            let spans: Vec<messages::TaskSpan> = idx
+                .iter()
+                .map(|&i| messages::TaskSpan {
+                    created_ms: rows[i].get(2),
+                    ended_ms: rows[i].get(3),
+                })
+                .collect();
+            for (&i, w) in idx.iter().zip(messages::windows(&spans)) {
+                window[i] = w;
+            }
+        }
         let mut updates = Vec::with_capacity(rows.len());
-        for r in &rows {
+        for (i, r) in rows.iter().enumerate() {
             let conv: String = r.get(1);
             let created: Option<i64> = r.get(2);
-            let ended: Option<i64> = r.get(3);
             let attrs: Vec<Value> = r.get(4);
             let agents = attrs
                 .iter()
                 .filter_map(|a| messages::identity(a, &self.identity_attr))
                 .collect();
             let msgs = by_conv.get(&conv).map(Vec::as_slice).unwrap_or(&[]);
-            let m = messages::compute(msgs, created.unwrap_or(i64::MIN), ended, &agents);
+            let m = messages::compute(msgs, window[i], created.unwrap_or(i64::MIN), &agents);
             updates.push(json!({
                 "sid": r.get::<_, String>(0),
                 "agent_message_count": m.agent_message_count,

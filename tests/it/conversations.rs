@@ -18,22 +18,24 @@ fn p(pairs: &[(&str, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A chat task answered by alice: created at t0, accepted at +8 s, completed at +60 s.
+/// Two chat tasks on one conversation: an earlier one the customer abandoned (created at
+/// t0 - 200 s, canceled at t0 - 60 s), then one answered by alice: created at t0 by the
+/// customer's message at t0 - 30 s, accepted at +8 s, completed at +60 s.
 fn task_events(t0: i64) -> Vec<Vec<(String, String)>> {
     let attrs = format!(
         r#"{{"channelType":"web","conversationSid":"{CONV}","conversations":{{"ivr_time":12}}}}"#
     );
-    let task = |n: u32, kind: &str, at: i64, status: &str| {
+    let task = |n: u32, sid: &str, created: i64, kind: &str, at: i64, status: &str| {
         let mut v = p(&[
             ("EventType", kind.into()),
             ("Sid", format!("EV{n:032x}")),
-            ("TaskSid", "WTchat".into()),
+            ("TaskSid", sid.into()),
             ("TaskAssignmentStatus", status.into()),
             ("TaskChannelUniqueName", "chat".into()),
             ("TaskQueueName", "Support".into()),
             ("TaskAttributes", attrs.clone()),
-            ("TaskAge", ((at - t0) / 1000).to_string()),
-            ("TaskDateCreated", (t0 / 1000).to_string()),
+            ("TaskAge", ((at - created) / 1000).to_string()),
+            ("TaskDateCreated", (created / 1000).to_string()),
             ("TimestampMs", at.to_string()),
         ]);
         if kind.starts_with("reservation.") {
@@ -42,6 +44,7 @@ fn task_events(t0: i64) -> Vec<Vec<(String, String)>> {
         }
         v
     };
+    let (prev, chat) = (t0 - 200_000, t0);
     vec![
         p(&[
             ("EventType", "worker.created".into()),
@@ -52,12 +55,14 @@ fn task_events(t0: i64) -> Vec<Vec<(String, String)>> {
                 "WorkerAttributes",
                 r#"{"contact_uri":"client:alice"}"#.into(),
             ),
-            ("TimestampMs", (t0 - 60_000).to_string()),
+            ("TimestampMs", (t0 - 300_000).to_string()),
         ]),
-        task(1, "task.created", t0, "pending"),
-        task(2, "reservation.created", t0 + 2_000, "reserved"),
-        task(3, "reservation.accepted", t0 + 8_000, "assigned"),
-        task(4, "task.completed", t0 + 60_000, "completed"),
+        task(10, "WTprev", prev, "task.created", prev, "pending"),
+        task(11, "WTprev", prev, "task.canceled", t0 - 60_000, "canceled"),
+        task(1, "WTchat", chat, "task.created", t0, "pending"),
+        task(2, "WTchat", chat, "reservation.created", t0 + 2_000, "reserved"),
+        task(3, "WTchat", chat, "reservation.accepted", t0 + 8_000, "assigned"),
+        task(4, "WTchat", chat, "task.completed", t0 + 60_000, "completed"),
     ]
 }
 
@@ -67,9 +72,12 @@ async fn post_task_events(svc: &Service, t0: i64) {
     assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
 }
 
-/// (seconds after t0, author): customer 1, 3; alice 10; customer 20; alice 25, 26; customer 40.
-/// A message before the task and one after it ended do not count.
-const SCRIPT: [(i64, &str); 9] = [
+/// (seconds after t0, author). The customer writes at -90 s, in the earlier task; at
+/// -30 s, after it was canceled, which creates the next task (at 0); then 1, 3; alice
+/// answers at 10; customer 20; alice 25, 26; customer 40; and at 90 s, after the task
+/// ended, which no task of the two holds.
+const SCRIPT: [(i64, &str); 10] = [
+    (-90, "+15550001"),
     (-30, "+15550001"),
     (1, "+15550001"),
     (3, "+15550001"),
@@ -143,13 +151,27 @@ async fn assert_metrics(db: &TestDb) {
                 r.get::<_, Option<f64>>(7),
             )
         });
-        // agent: 3 messages, first at +10 s; replies 10-1 = 9 and 25-20 = 5.
-        // customer: 4 messages in the task; replies 20-10 = 10 and 40-25 = 15.
-        let want = (3, 4, Some(10.0), Some(14.0), Some(25.0), 2, 2, Some(12.0));
-        if got == Some(want) {
+        // agent: 3 messages, first at +10 s; replies 10-(-30) = 40 and 25-20 = 5.
+        // customer: 5 messages in the task (the opening one at -30 s included);
+        // replies 20-10 = 10 and 40-25 = 15.
+        let want = (3, 5, Some(10.0), Some(45.0), Some(25.0), 2, 2, Some(12.0));
+        let prev = db
+            .client()
+            .await
+            .query_one(
+                "SELECT agent_message_count, client_message_count FROM tasks WHERE sid = 'WTprev'",
+                &[],
+            )
+            .await
+            .ok()
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, i32>(1)));
+        if got == Some(want) && prev == Some((0, 1)) {
             return;
         }
-        assert!(Instant::now() < deadline, "metrics {got:?}, want {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "metrics {got:?}, want {want:?}; earlier task (agent, customer) {prev:?}, want (0, 1)"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -236,7 +258,7 @@ async fn rest_fallback_gives_the_same_numbers() {
     assert_eq!(
         db.count("SELECT count(*) FROM tasks WHERE messages_fetched_at IS NOT NULL")
             .await,
-        1
+        2
     );
 }
 
