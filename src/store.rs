@@ -19,7 +19,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
@@ -188,12 +188,20 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<String>, StoreError> {
         .collect())
 }
 
+/// The advisory-lock key of an entity: the first 8 bytes (big-endian) of
+/// SHA-256(`kind` NUL `id`). A specified hash, not `DefaultHasher` (whose algorithm Rust
+/// may change between releases): instances built by different toolchains, as in a
+/// rolling upgrade, must take the same lock for the same entity. Pinned by a test vector.
 fn lock_key(kind: &str, id: &str) -> i64 {
-    // A stable hash (SipHash with fixed keys): every instance derives the same key.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    kind.hash(&mut h);
-    id.hash(&mut h);
-    h.finish() as i64
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    h.update([0u8]);
+    h.update(id.as_bytes());
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(first)
 }
 
 /// The lock between activity changes and worker rows. A worker row's availability is
@@ -1108,7 +1116,14 @@ mod tests {
 
     #[test]
     fn lock_keys_are_stable() {
-        assert_eq!(lock_key("task", "WT1"), lock_key("task", "WT1"));
+        // Vectors computed outside Rust (Python's hashlib), so a change of algorithm,
+        // toolchain or byte order fails here, not silently across instances.
+        assert_eq!(lock_key("task", "WT1"), 4_765_954_567_120_733_010);
+        assert_eq!(lock_key("worker", "WK1"), -4_793_779_017_186_301_433);
+        assert_eq!(lock_key("conversation", "CH1"), 6_603_826_699_171_782_898);
+        assert_eq!(lock_key(ACTIVITIES, ""), -2_731_852_618_127_045_858);
         assert_ne!(lock_key("task", "WT1"), lock_key("worker", "WT1"));
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(lock_key("ab", "c"), lock_key("a", "bc"));
     }
 }
