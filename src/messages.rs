@@ -239,7 +239,10 @@ mod tests {
             msgs[1].clone(),
         ];
         shuffled.reverse();
-        assert_eq!(compute(&shuffled, Window::default(), 1_000_000, &agents()), a);
+        assert_eq!(
+            compute(&shuffled, Window::default(), 1_000_000, &agents()),
+            a
+        );
         assert_eq!(a.agent_total_response_time, Some(8.0));
     }
 
@@ -291,9 +294,27 @@ mod tests {
     fn windows_follow_the_previous_tasks_end() {
         // Given out of creation order: a (0..100), c (300..open), b (150..200).
         let w = windows(&[span(0, Some(100)), span(300, None), span(150, Some(200))]);
-        assert_eq!(w[0], Window { after_ms: None, until_ms: Some(100) });
-        assert_eq!(w[2], Window { after_ms: Some(100), until_ms: Some(200) });
-        assert_eq!(w[1], Window { after_ms: Some(200), until_ms: None });
+        assert_eq!(
+            w[0],
+            Window {
+                after_ms: None,
+                until_ms: Some(100)
+            }
+        );
+        assert_eq!(
+            w[2],
+            Window {
+                after_ms: Some(100),
+                until_ms: Some(200)
+            }
+        );
+        assert_eq!(
+            w[1],
+            Window {
+                after_ms: Some(200),
+                until_ms: None
+            }
+        );
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The URL as given, plus the same URL with the scheme's default port added (when it
-/// has none) or removed (when it has exactly the default).
+/// has none) or with its port removed (when it has one, default or not).
 pub fn url_variants(url: &str) -> Vec<String> {
     let mut out = vec![url.to_owned()];
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -115,10 +115,12 @@ pub fn url_variants(url: &str) -> Vec<String> {
         hostport.rfind(':')
     };
     match port_sep {
-        Some(i) if &hostport[i + 1..] == default_port => {
+        // Any explicit port: also the URL without it. Twilio's helper libraries accept
+        // that form for a non-default port too (Python strips it when validating), so a
+        // `public_url` with `:8443` still verifies a signature Twilio made without it.
+        Some(i) => {
             out.push(format!("{scheme}://{userinfo}{}{tail}", &hostport[..i]));
         }
-        Some(_) => {}
         None => out.push(format!(
             "{scheme}://{userinfo}{hostport}:{default_port}{tail}"
         )),
@@ -184,6 +186,29 @@ mod tests {
             &call_params(),
             "RSOYDt4T1cUTdK1PDd93/VVr8B8="
         ));
+    }
+
+    /// A `public_url` with an explicit non-default port (a proxy on :8443) accepts the
+    /// signature computed over the URL without the port, as the helper libraries do.
+    #[test]
+    fn explicit_port_url_accepts_the_port_stripped_signature() {
+        let with_port = "https://mycompany.com:8443/myapp.php?foo=1&bar=2";
+        assert!(verify(
+            "12345",
+            with_port,
+            &call_params(),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+        let own = compute("12345", with_port, &call_params());
+        assert!(verify("12345", with_port, &call_params(), &own));
+        assert_eq!(
+            url_variants("http://[::1]:3000/ingress"),
+            vec!["http://[::1]:3000/ingress", "http://[::1]/ingress"]
+        );
+        assert_eq!(
+            url_variants("https://u:p@h:9/x"),
+            vec!["https://u:p@h:9/x", "https://u:p@h/x"]
+        );
     }
 
     #[test]
@@ -300,7 +325,7 @@ mod tests {
         );
         assert_eq!(
             url_variants("https://a.com:8443/x"),
-            vec!["https://a.com:8443/x"]
+            vec!["https://a.com:8443/x", "https://a.com/x"]
         );
         assert_eq!(
             url_variants("https://u:p@[::1]/x"),

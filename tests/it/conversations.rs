@@ -60,9 +60,30 @@ fn task_events(t0: i64) -> Vec<Vec<(String, String)>> {
         task(10, "WTprev", prev, "task.created", prev, "pending"),
         task(11, "WTprev", prev, "task.canceled", t0 - 60_000, "canceled"),
         task(1, "WTchat", chat, "task.created", t0, "pending"),
-        task(2, "WTchat", chat, "reservation.created", t0 + 2_000, "reserved"),
-        task(3, "WTchat", chat, "reservation.accepted", t0 + 8_000, "assigned"),
-        task(4, "WTchat", chat, "task.completed", t0 + 60_000, "completed"),
+        task(
+            2,
+            "WTchat",
+            chat,
+            "reservation.created",
+            t0 + 2_000,
+            "reserved",
+        ),
+        task(
+            3,
+            "WTchat",
+            chat,
+            "reservation.accepted",
+            t0 + 8_000,
+            "assigned",
+        ),
+        task(
+            4,
+            "WTchat",
+            chat,
+            "task.completed",
+            t0 + 60_000,
+            "completed",
+        ),
     ]
 }
 
