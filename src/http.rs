@@ -611,6 +611,14 @@ async fn event_streams(st: &AppState, req: Request<Incoming>) -> Response<Body> 
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
+    for t in &batch.sink_tests {
+        tracing::info!(
+            test_id = %t.test_id,
+            sink_sid = t.sink_sid.as_deref().unwrap_or("unknown"),
+            next_step = %t.next_step(),
+            "Event Streams sink test event received: this sink reaches the service; validate it with the request in next_step"
+        );
+    }
     let received_ms = chrono::Utc::now().timestamp_millis();
     let accepted = batch.events.len();
     let cbs: Vec<QueuedCallback> = batch

@@ -101,6 +101,39 @@ pub struct StreamBatch {
     /// CloudEvents of other products (a subscription may include them): acknowledged
     /// and not stored.
     pub ignored: usize,
+    /// Sink test events (`POST /v1/Sinks/{Sid}/Test` sends one): acknowledged, not
+    /// stored, and reported so the operator can validate the sink.
+    pub sink_tests: Vec<SinkTest>,
+}
+
+/// A sink test event: its `data.test_id` is what `POST /v1/Sinks/{Sid}/Validate` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkTest {
+    pub test_id: String,
+    /// The sink's `DG…` sid when the event names it.
+    pub sink_sid: Option<String>,
+}
+
+impl SinkTest {
+    /// The exact request that validates the sink, for the log line.
+    pub fn next_step(&self) -> String {
+        format!(
+            "curl -X POST https://events.twilio.com/v1/Sinks/{}/Validate --data-urlencode \"TestId={}\" -u \"$TWILIO_ACCOUNT_SID:$TWILIO_AUTH_TOKEN\"",
+            self.sink_sid.as_deref().unwrap_or("DG…(your sink's sid)"),
+            self.test_id
+        )
+    }
+}
+
+/// A sink test event's `data.test_id` (and the sink sid when the event carries one).
+fn sink_test(ce: &Value) -> Option<SinkTest> {
+    let data = object(ce.get("data"))?;
+    let str_of = |k: &str| data.get(k).and_then(Value::as_str).map(str::to_owned);
+    let test_id = str_of("test_id").filter(|t| !t.is_empty())?;
+    let sink_sid = str_of("sink_sid")
+        .or_else(|| str_of("sinkSid"))
+        .filter(|s| s.starts_with("DG"));
+    Some(SinkTest { test_id, sink_sid })
 }
 
 /// Parses an Event Streams webhook body. Any malformed TaskRouter event fails the whole
@@ -120,6 +153,9 @@ pub fn parse_event_streams(body: &[u8]) -> Result<StreamBatch, SourceError> {
             .and_then(Value::as_str)
             .ok_or(SourceError::NoType(i))?;
         let Some(kind) = ty.strip_prefix("com.twilio.taskrouter.") else {
+            if let Some(t) = sink_test(ce) {
+                out.sink_tests.push(t);
+            }
             out.ignored += 1;
             continue;
         };
@@ -271,6 +307,32 @@ mod tests {
         let p = &b.events[0];
         assert_eq!(get(p, "EventType"), Some("task.created"));
         assert_eq!(get(p, "TimestampMs"), Some("1777888800000"));
+    }
+
+    #[test]
+    fn a_sink_test_event_gives_its_test_id() {
+        let body = json!([{
+            "specversion": "1.0",
+            "type": "com.twilio.eventstreams.test-event",
+            "id": "CE000000000000000000000000000000",
+            "data": {"test_id": "TE0123456789abcdef0123456789abcdef", "sink_sid": "DG0123456789abcdef0123456789abcdef"}
+        }, {"type": "com.twilio.eventstreams.test-event", "data": "{\"test_id\":\"TEstring\"}"}]);
+        let b = parse_event_streams(body.to_string().as_bytes()).unwrap();
+        assert!(b.events.is_empty());
+        assert_eq!(b.ignored, 2);
+        assert_eq!(b.sink_tests.len(), 2);
+        assert_eq!(
+            b.sink_tests[0].test_id,
+            "TE0123456789abcdef0123456789abcdef"
+        );
+        let step = b.sink_tests[0].next_step();
+        assert!(
+            step.contains("/v1/Sinks/DG0123456789abcdef0123456789abcdef/Validate")
+                && step.contains("TestId=TE0123456789abcdef0123456789abcdef"),
+            "{step}"
+        );
+        assert_eq!(b.sink_tests[1].sink_sid, None);
+        assert!(b.sink_tests[1].next_step().contains("TestId=TEstring"));
     }
 
     #[test]

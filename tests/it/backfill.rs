@@ -391,6 +391,42 @@ async fn event_streams_deliveries_give_the_rows_of_form_callbacks_and_count_once
     assert_state_matches(&db, &events_of(&day.callbacks)).await;
 }
 
+/// The sink's test event (from `POST /v1/Sinks/{Sid}/Test`) is acknowledged, stored
+/// nowhere, and its `test_id` is logged at INFO with the request that validates the sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_test_event_is_logged_with_the_validate_step() {
+    let db = TestDb::new().await;
+    let svc = Service::start(Options::new(&db.url)).await;
+    let test_id = "TE00000000000000000000000000000042";
+    let body = json!([{"specversion": "1.0", "type": "com.twilio.eventstreams.test-event",
+                       "id": "CE00000000000000000000000000000001",
+                       "data": {"test_id": test_id, "sink_sid": "DG00000000000000000000000000000007"}}])
+    .to_string();
+    let (status, text) = post_stream(&svc, &body, None).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).expect("json")["ignored"],
+        1
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let want = "/v1/Sinks/DG00000000000000000000000000000007/Validate";
+    loop {
+        let log = svc.log();
+        let line = log.lines().find(|l| l.contains(test_id));
+        if let Some(line) = line {
+            assert!(line.contains("INFO") && line.contains(want), "{line}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no test_id in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    svc.wait_drained(Duration::from_secs(10)).await;
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_reproduces_the_live_tables_exactly_even_while_serving() {
     let db = TestDb::new().await;
