@@ -1,7 +1,16 @@
 //! Conversations over REST: after a messaging task ends, its conversation's messages
 //! are read from the Conversations API (paged) and stored like webhook messages (the
 //! message sid dedupes them), so missed webhooks (not configured, an outage) do not
-//! leave the task's message metrics short. Each ended task is read once.
+//! leave the task's message metrics short.
+//!
+//! - Each conversation is read from its own Conversation Service
+//!   (`/v1/Services/{ChatServiceSid}/Conversations/{Sid}/Messages`): the `ChatServiceSid`
+//!   its webhooks carried, else the account's default service (`GET /v1/Configuration`).
+//!   The unscoped `/v1/Conversations/…` path reaches only the default service.
+//! - A task is marked read only after a successful read. Any failure, a 404 included
+//!   (a wrong service, a conversation not visible yet), is retried with a growing delay
+//!   ([`retry_delay`]); after [`MAX_ATTEMPTS`] the task is given up with the reason in
+//!   `tasks.messages_fetch_error` and a warning. A 404 never means "no messages".
 
 use crate::store::{Store, StoreError};
 use crate::twilio::{segment, TwilioClient, TwilioError};
@@ -13,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 const SETTLE_SECS: f64 = 10.0;
 /// Tasks read per round.
 const BATCH: i64 = 50;
+/// Reads of one task's conversation before giving up (about 17 hours of retries).
+pub const MAX_ATTEMPTS: i32 = 14;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -20,12 +31,21 @@ pub enum FetchError {
     Twilio(#[from] TwilioError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the account's Conversations configuration names no default service")]
+    NoDefaultService,
 }
 
 impl From<tokio_postgres::Error> for FetchError {
     fn from(e: tokio_postgres::Error) -> Self {
         FetchError::Store(e.into())
     }
+}
+
+/// The delay before the next read after `attempts` failed ones: 5 s doubling, at most
+/// 6 h (a conversation not visible yet is usually there seconds later).
+pub fn retry_delay(attempts: i32) -> Duration {
+    let exp = attempts.clamp(1, 16) - 1;
+    Duration::from_secs((5u64 << exp).min(6 * 3600))
 }
 
 /// A REST message as a `messages` row.
@@ -37,6 +57,7 @@ pub fn message_row(m: &Value, conversation_sid: &str) -> Option<Value> {
     Some(json!({
         "sid": m.get("sid")?.as_str()?,
         "conversation_sid": conversation_sid,
+        "chat_service_sid": m.get("chat_service_sid").and_then(Value::as_str),
         "index": m.get("index").and_then(Value::as_i64),
         "author": m.get("author").and_then(Value::as_str),
         "participant_sid": m.get("participant_sid").and_then(Value::as_str),
@@ -45,53 +66,135 @@ pub fn message_row(m: &Value, conversation_sid: &str) -> Option<Value> {
     }))
 }
 
-/// Reads the messages of ended messaging tasks not read yet; returns how many tasks.
-pub async fn fetch_once(client: &TwilioClient, store: &Store) -> Result<usize, FetchError> {
-    let due: Vec<(String, String)> = {
-        let c = store.pool().get().await.map_err(StoreError::from)?;
-        c.query(
-            "SELECT sid, conversation_sid FROM tasks \
-             WHERE conversation_sid IS NOT NULL AND messages_fetched_at IS NULL \
-             AND coalesce(task_channel_unique_name, '') <> 'voice' \
-             AND task_assignment_status IN ('completed', 'canceled') \
-             AND ended_at < now() - make_interval(secs => $1) \
-             ORDER BY ended_at LIMIT $2",
-            &[&SETTLE_SECS, &BATCH],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-    };
-    for (task, conv) in &due {
-        let url = format!(
-            "{}/v1/Conversations/{}/Messages?PageSize=100",
-            client.conversations_url,
-            segment(conv)
-        );
-        match client.list(&url, "messages").await {
-            Ok(msgs) => {
-                let rows: Vec<Value> = msgs.iter().filter_map(|m| message_row(m, conv)).collect();
-                store.insert_rest_messages(conv, rows).await?;
-            }
-            // The conversation is gone: nothing more to learn.
-            Err(e) if e.status() == Some(404) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let c = store.pool().get().await.map_err(StoreError::from)?;
-        c.execute(
-            "UPDATE tasks SET messages_fetched_at = now() WHERE sid = $1",
-            &[task],
-        )
-        .await?;
-    }
-    Ok(due.len())
+/// Reads ended messaging tasks' conversations from their Conversation Services.
+pub struct Fetcher {
+    client: TwilioClient,
+    store: Store,
+    /// The account's default Conversation Service, read once when first needed.
+    default_service: Option<String>,
 }
 
-/// Runs [`fetch_once`] every few seconds until `stop`.
+impl Fetcher {
+    pub fn new(client: TwilioClient, store: Store) -> Fetcher {
+        Fetcher {
+            client,
+            store,
+            default_service: None,
+        }
+    }
+
+    async fn default_service(&mut self) -> Result<String, FetchError> {
+        if let Some(s) = &self.default_service {
+            return Ok(s.clone());
+        }
+        let url = format!("{}/v1/Configuration", self.client.conversations_url);
+        let cfg = self.client.get_page(&url).await?;
+        let sid = cfg
+            .get("default_chat_service_sid")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or(FetchError::NoDefaultService)?
+            .to_owned();
+        self.default_service = Some(sid.clone());
+        Ok(sid)
+    }
+
+    async fn read(&mut self, conv: &str, service: Option<String>) -> Result<usize, FetchError> {
+        let service = match service {
+            Some(s) => s,
+            None => self.default_service().await?,
+        };
+        let url = format!(
+            "{}/v1/Services/{}/Conversations/{}/Messages?PageSize=100",
+            self.client.conversations_url,
+            segment(&service),
+            segment(conv)
+        );
+        let msgs = self.client.list(&url, "messages").await?;
+        let rows: Vec<Value> = msgs
+            .iter()
+            .filter_map(|m| message_row(m, conv))
+            .map(|mut r| {
+                // The service it was read from, when the message does not say.
+                if r["chat_service_sid"].is_null() {
+                    r["chat_service_sid"] = Value::String(service.clone());
+                }
+                r
+            })
+            .collect();
+        Ok(self.store.insert_rest_messages(conv, rows).await?)
+    }
+
+    /// Reads the messages of ended messaging tasks that are due; returns how many tasks
+    /// it tried. A task's failure is recorded on it (retried later); only a database
+    /// error ends the round.
+    pub async fn fetch_once(&mut self) -> Result<usize, FetchError> {
+        let due: Vec<(String, String, Option<String>, i32)> = {
+            let c = self.store.pool().get().await.map_err(StoreError::from)?;
+            c.query(
+                "SELECT t.sid, t.conversation_sid, \
+                   (SELECT m.chat_service_sid FROM messages m \
+                    WHERE m.conversation_sid = t.conversation_sid AND m.chat_service_sid IS NOT NULL \
+                    LIMIT 1), \
+                   t.messages_fetch_attempts \
+                 FROM tasks t \
+                 WHERE t.conversation_sid IS NOT NULL AND t.messages_fetched_at IS NULL \
+                 AND coalesce(t.task_channel_unique_name, '') <> 'voice' \
+                 AND t.task_assignment_status IN ('completed', 'canceled') \
+                 AND t.ended_at < now() - make_interval(secs => $1) \
+                 AND (t.messages_fetch_after IS NULL OR t.messages_fetch_after <= now()) \
+                 ORDER BY t.ended_at LIMIT $2",
+                &[&SETTLE_SECS, &BATCH],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+        };
+        for (task, conv, service, attempts) in &due {
+            let outcome = self.read(conv, service.clone()).await;
+            let c = self.store.pool().get().await.map_err(StoreError::from)?;
+            match outcome {
+                Ok(_) => {
+                    c.execute(
+                        "UPDATE tasks SET messages_fetched_at = now(), messages_fetch_error = NULL \
+                         WHERE sid = $1",
+                        &[task],
+                    )
+                    .await?;
+                }
+                Err(FetchError::Store(e)) => return Err(FetchError::Store(e)),
+                Err(e) => {
+                    let attempts = attempts + 1;
+                    let give_up = attempts >= MAX_ATTEMPTS;
+                    if give_up {
+                        tracing::warn!(task = %task, conversation = %conv, attempts, error = %e,
+                            "gave up reading the conversation's messages; its message metrics hold what webhooks brought");
+                    } else {
+                        tracing::info!(task = %task, conversation = %conv, attempts, error = %e,
+                            "reading the conversation's messages failed; will retry");
+                    }
+                    let delay = retry_delay(attempts).as_secs_f64();
+                    c.execute(
+                        "UPDATE tasks SET messages_fetch_attempts = $2, messages_fetch_error = $3, \
+                           messages_fetch_after = now() + make_interval(secs => $4), \
+                           messages_fetched_at = CASE WHEN $5 THEN now() END \
+                         WHERE sid = $1",
+                        &[task, &attempts, &e.to_string(), &delay, &give_up],
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(due.len())
+    }
+}
+
+/// Runs [`Fetcher::fetch_once`] every few seconds until `stop`.
 pub async fn run(client: TwilioClient, store: Store, stop: CancellationToken) {
+    let mut fetcher = Fetcher::new(client, store);
     loop {
-        let wait = match fetch_once(&client, &store).await {
+        let wait = match fetcher.fetch_once().await {
             Ok(n) if n as i64 == BATCH => Duration::from_millis(100),
             Ok(_) => Duration::from_secs(5),
             Err(e) => {
@@ -119,6 +222,20 @@ mod tests {
         assert_eq!(r["index"], 3);
         assert_eq!(r["source"], "rest");
         assert!(r.get("body").is_none(), "bodies are not stored");
+        assert!(r["chat_service_sid"].is_null());
         assert!(message_row(&json!({"sid": "IM2"}), "CH1").is_none());
+    }
+
+    #[test]
+    fn retries_back_off_to_six_hours() {
+        assert_eq!(retry_delay(1), Duration::from_secs(5));
+        assert_eq!(retry_delay(2), Duration::from_secs(10));
+        assert_eq!(retry_delay(13), Duration::from_secs(6 * 3600));
+        assert_eq!(retry_delay(i32::MAX), Duration::from_secs(6 * 3600));
+        let total: u64 = (1..MAX_ATTEMPTS).map(|a| retry_delay(a).as_secs()).sum();
+        assert!(
+            total > 12 * 3600,
+            "gives a missing conversation hours: {total}"
+        );
     }
 }

@@ -550,6 +550,7 @@ impl Store {
                 Some(json!({
                     "sid": e.get("MessageSid")?,
                     "conversation_sid": e.get("ConversationSid")?,
+                    "chat_service_sid": e.get("ChatServiceSid"),
                     "index": e.int("Index"),
                     "author": e.get("Author"),
                     "participant_sid": e.get("ParticipantSid"),
@@ -571,8 +572,8 @@ impl Store {
         }
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO messages (sid, conversation_sid, index, author, participant_sid, created_at, source) \
-                 SELECT sid, conversation_sid, index, author, participant_sid, created_at, source \
+                "INSERT INTO messages (sid, conversation_sid, chat_service_sid, index, author, participant_sid, created_at, source) \
+                 SELECT sid, conversation_sid, chat_service_sid, index, author, participant_sid, created_at, source \
                  FROM jsonb_populate_recordset(NULL::messages, $1) \
                  ON CONFLICT (sid) DO NOTHING RETURNING conversation_sid",
             )

@@ -10,6 +10,8 @@ use taskrouter_summarizer::signature;
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";
 const CONV: &str = "CH00000000000000000000000000000001";
+/// The Conversation Service the conversation lives in: not the account's default one.
+const CHAT_SERVICE: &str = "IS0000000000000000000000000000c0de";
 
 fn p(pairs: &[(&str, String)]) -> Vec<(String, String)> {
     pairs
@@ -127,6 +129,7 @@ fn webhook(t0: i64, i: usize) -> Vec<(String, String)> {
         ("Author", who.into()),
         ("Body", "hello".into()),
         ("Source", "SDK".into()),
+        ("ChatServiceSid", CHAT_SERVICE.into()),
         ("DateCreated", iso(t0 + s * 1000)),
     ])
 }
@@ -244,7 +247,8 @@ async fn rest_fallback_gives_the_same_numbers() {
     let db = TestDb::new().await;
     // A whole second: TaskDateCreated has second precision.
     let t0 = (chrono::Utc::now().timestamp_millis() / 1000 - 300) * 1000;
-    stub.set_conversation_messages(
+    stub.set_service_conversation_messages(
+        CHAT_SERVICE,
         CONV,
         (0..SCRIPT.len())
             .map(|i| {
@@ -254,7 +258,14 @@ async fn rest_fallback_gives_the_same_numbers() {
             })
             .collect(),
     );
-    stub.fail_next("/v1/Conversations", 503, 1);
+    // The conversation is in its own service (the webhooks name it): the unscoped path
+    // would answer 404. The first read of it answers 404 too (not visible yet): that is
+    // retried, never taken for "no messages".
+    stub.fail_next(
+        &format!("/v1/Services/{CHAT_SERVICE}/Conversations"),
+        404,
+        1,
+    );
     let mut opts = Options::new(&db.url);
     opts.extra = format!(
         "account_sid = \"{AC}\"\nconversations_url = \"{}\"\n",
@@ -267,6 +278,19 @@ async fn rest_fallback_gives_the_same_numbers() {
     }
     post_task_events(&svc, t0).await;
     assert_metrics(&db).await;
+    // Both tasks' reads, the retried one included, end as read.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db
+        .count("SELECT count(*) FROM tasks WHERE messages_fetched_at IS NOT NULL")
+        .await
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a task's messages were never read"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(
         db.count("SELECT count(*) FROM messages").await,
         SCRIPT.len() as i64
@@ -281,6 +305,28 @@ async fn rest_fallback_gives_the_same_numbers() {
             .await,
         2
     );
+    assert_eq!(
+        db.count("SELECT sum(messages_fetch_attempts)::int8 FROM tasks")
+            .await,
+        1,
+        "one read answered 404 and was retried"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM tasks WHERE messages_fetch_error IS NOT NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM messages WHERE chat_service_sid = '{CHAT_SERVICE}'"
+        ))
+        .await,
+        SCRIPT.len() as i64
+    );
+    assert!(stub
+        .requests()
+        .iter()
+        .all(|r| !r.path.starts_with("/v1/Conversations")));
 }
 
 /// A task row held by another transaction (a worker's upsert) does not make the

@@ -109,8 +109,12 @@ struct State {
     api_keys: HashMap<String, String>,
     workspaces: HashMap<String, Workspace>,
     services: HashMap<String, Service>,
-    /// Conversation sid -> its messages, in ascending `index` order.
-    conversations: HashMap<String, Vec<Value>>,
+    /// Conversation sid -> (its Conversation Service, its messages in ascending `index`
+    /// order).
+    conversations: HashMap<String, (String, Vec<Value>)>,
+    /// The account's default Conversation Service: the only one the unscoped
+    /// `/v1/Conversations/…` paths reach.
+    default_chat_service: String,
     /// (path prefix, status, requests to fail, matching requests to let through first).
     failures: Vec<(String, u16, usize, usize)>,
     empty_lists: Vec<String>,
@@ -157,6 +161,7 @@ impl TwilioStub {
             workspaces: HashMap::new(),
             services: HashMap::new(),
             conversations: HashMap::new(),
+            default_chat_service: new_sid("IS"),
             failures: Vec::new(),
             empty_lists: Vec::new(),
             limiter: Limiter::default(),
@@ -222,17 +227,41 @@ impl TwilioStub {
         self.workspace(workspace_sid, |w| w.tasks = tasks);
     }
 
-    /// Makes the conversation known (an empty `messages` gives an empty list, not a 404)
-    /// and replaces all its messages. Each is a Twilio Conversations Message object
-    /// (`sid` "IM…", `index`, `author`, `body`, `participant_sid`, `date_created`, …);
-    /// `account_sid`, `conversation_sid` and `url` are filled in where missing or null.
-    /// Lists serve them in ascending `index` order whatever the order given here.
+    /// The account's default Conversation Service (`GET /v1/Configuration` names it).
+    pub fn default_chat_service(&self) -> String {
+        self.lock().default_chat_service.clone()
+    }
+
+    /// [`TwilioStub::set_service_conversation_messages`] in the default service.
     pub fn set_conversation_messages(&self, conversation_sid: &str, messages: Vec<Value>) {
+        let service = self.default_chat_service();
+        self.set_service_conversation_messages(&service, conversation_sid, messages);
+    }
+
+    /// Makes the conversation known in Conversation Service `service_sid` (an empty
+    /// `messages` gives an empty list, not a 404) and replaces all its messages. It is
+    /// reachable at `/v1/Services/{service_sid}/Conversations/{sid}/…`, and at the
+    /// unscoped `/v1/Conversations/{sid}/…` only when the service is the default one,
+    /// as in Twilio. Each message is a Conversations Message object (`sid` "IM…",
+    /// `index`, `author`, `body`, `participant_sid`, `date_created`, …); `account_sid`,
+    /// `chat_service_sid`, `conversation_sid` and `url` are filled in where missing or
+    /// null. Lists serve them in ascending `index` order whatever the order given here.
+    pub fn set_service_conversation_messages(
+        &self,
+        service_sid: &str,
+        conversation_sid: &str,
+        messages: Vec<Value>,
+    ) {
         let mut st = self.lock();
-        let url = format!(
-            "{}/v1/Conversations/{conversation_sid}/Messages",
-            st.base_url
-        );
+        // Messages of the default service carry the unscoped URL, as Twilio shows them.
+        let url = if service_sid == st.default_chat_service {
+            format!("{}/v1/Conversations/{conversation_sid}/Messages", st.base_url)
+        } else {
+            format!(
+                "{}/v1/Services/{service_sid}/Conversations/{conversation_sid}/Messages",
+                st.base_url
+            )
+        };
         let mut messages: Vec<Value> = messages
             .into_iter()
             .map(|mut m| {
@@ -241,6 +270,7 @@ impl TwilioStub {
                     let url = format!("{url}/{sid}");
                     for (k, v) in [
                         ("account_sid", st.account_sid.clone()),
+                        ("chat_service_sid", service_sid.to_string()),
                         ("conversation_sid", conversation_sid.to_string()),
                         ("url", url),
                     ] {
@@ -253,8 +283,10 @@ impl TwilioStub {
             })
             .collect();
         messages.sort_by_key(|m| m["index"].as_i64());
-        st.conversations
-            .insert(conversation_sid.to_string(), messages);
+        st.conversations.insert(
+            conversation_sid.to_string(),
+            (service_sid.to_string(), messages),
+        );
     }
 
     /// The next `n` requests whose path starts with `path_prefix` (any method) get `status`
@@ -467,8 +499,20 @@ impl State {
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         match segs.as_slice() {
             ["v1", "Workspaces", ws, rest @ ..] => self.taskrouter(c, ws, rest),
+            ["v1", "Services", is, "Conversations", ch, rest @ ..] => {
+                self.conversations(c, Some(is), ch, rest)
+            }
             ["v1", "Services", is, rest @ ..] => self.sync(c, is, rest).unwrap_or_else(|e| e),
-            ["v1", "Conversations", ch, rest @ ..] => self.conversations(c, ch, rest),
+            ["v1", "Conversations", ch, rest @ ..] => self.conversations(c, None, ch, rest),
+            ["v1", "Configuration"] if c.method == "GET" => Reply::json(
+                200,
+                json!({"account_sid": self.account_sid,
+                       "default_chat_service_sid": self.default_chat_service,
+                       "default_messaging_service_sid": null,
+                       "default_inactive_timer": null, "default_closed_timer": null,
+                       "url": format!("{}/v1/Configuration", self.base_url),
+                       "links": {}}),
+            ),
             _ => not_found(c),
         }
     }
@@ -555,15 +599,22 @@ impl State {
         page(&self.base_url, &self.empty_lists, c, key, items)
     }
 
-    /// Read-only Conversations messages. Errors name the resource without `/v1`, as
-    /// Twilio's Conversations API does.
-    fn conversations(&self, c: &Ctx, ch: &str, rest: &[&str]) -> Reply {
+    /// Read-only Conversations messages, in Conversation Service `service` (`None`: the
+    /// unscoped path, which reaches only the default service). Errors name the resource
+    /// without `/v1`, as Twilio's Conversations API does.
+    fn conversations(&self, c: &Ctx, service: Option<&str>, ch: &str, rest: &[&str]) -> Reply {
         let missing = || {
             let resource = c.path.strip_prefix("/v1").unwrap_or(&c.path);
             let msg = format!("The requested resource {resource} was not found");
             Reply::err(404, 20404, &msg)
         };
-        let Some(messages) = self.conversations.get(ch) else {
+        let service = service.unwrap_or(&self.default_chat_service);
+        let Some(messages) = self
+            .conversations
+            .get(ch)
+            .filter(|(is, _)| is == service)
+            .map(|(_, m)| m)
+        else {
             return missing();
         };
         if c.method != "GET" {
@@ -2277,6 +2328,39 @@ mod tests {
         assert_eq!(g.err(), (404, 20404));
         assert_eq!(stub.get("/v1/Conversations").await.err(), (404, 20404));
         assert_eq!(stub.get(MESSAGES).await.status, 200);
+    }
+
+    /// A conversation in another Conversation Service is reachable only through its
+    /// service's path; the unscoped path reaches the default service alone.
+    #[tokio::test]
+    async fn conversations_live_in_their_service() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let other_is = "IS000000000000000000000000000000aa";
+        stub.set_service_conversation_messages(other_is, CH, vec![message(0), message(1)]);
+        let scoped = format!("/v1/Services/{other_is}/Conversations/{CH}/Messages");
+        let g = stub.get(&scoped).await;
+        assert_eq!(g.status, 200);
+        assert_eq!(message_indexes(&g), vec![0, 1]);
+        assert_eq!(g.str("/messages/0/chat_service_sid"), other_is);
+        assert_eq!(stub.get(MESSAGES).await.err(), (404, 20404));
+        let default_is = stub.default_chat_service();
+        let g = stub
+            .get(&format!(
+                "/v1/Services/{default_is}/Conversations/{CH}/Messages"
+            ))
+            .await;
+        assert_eq!(g.err(), (404, 20404));
+        let g = stub.get("/v1/Configuration").await;
+        assert_eq!(g.str("/default_chat_service_sid"), default_is);
+        // In the default service, both paths reach it.
+        stub.set_conversation_messages(CH, vec![message(3)]);
+        assert_eq!(message_indexes(&stub.get(MESSAGES).await), vec![3]);
+        let g = stub
+            .get(&format!(
+                "/v1/Services/{default_is}/Conversations/{CH}/Messages"
+            ))
+            .await;
+        assert_eq!(message_indexes(&g), vec![3]);
     }
 
     #[tokio::test]
