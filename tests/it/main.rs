@@ -3,6 +3,7 @@
 
 mod backfill;
 mod browser;
+mod conformance;
 mod conversations;
 mod crash;
 mod dashboard;
@@ -10,6 +11,7 @@ mod faults;
 mod harness;
 mod ingest;
 mod jobs;
+mod oai;
 mod outage;
 mod poison;
 mod sync;

@@ -120,6 +120,12 @@ struct State {
     empty_lists: Vec<String>,
     limiter: Limiter,
     requests: Vec<Recorded>,
+    /// Requests that Twilio's published definitions do not define (see [`crate::oai`]).
+    violations: Vec<String>,
+    /// The definitions' operation ids that requests used.
+    operations: std::collections::BTreeSet<String>,
+    /// Whether dropping the stub fails the test when `violations` is not empty.
+    strict: bool,
 }
 
 struct Ctx {
@@ -166,6 +172,9 @@ impl TwilioStub {
             empty_lists: Vec::new(),
             limiter: Limiter::default(),
             requests: Vec::new(),
+            violations: Vec::new(),
+            operations: Default::default(),
+            strict: true,
         }));
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(serve(listener, state.clone(), rx));
@@ -255,7 +264,10 @@ impl TwilioStub {
         let mut st = self.lock();
         // Messages of the default service carry the unscoped URL, as Twilio shows them.
         let url = if service_sid == st.default_chat_service {
-            format!("{}/v1/Conversations/{conversation_sid}/Messages", st.base_url)
+            format!(
+                "{}/v1/Conversations/{conversation_sid}/Messages",
+                st.base_url
+            )
         } else {
             format!(
                 "{}/v1/Services/{service_sid}/Conversations/{conversation_sid}/Messages",
@@ -362,6 +374,24 @@ impl TwilioStub {
         .unwrap_or_default()
     }
 
+    /// Requests so far that Twilio's published definitions do not define: an unknown
+    /// path, method or parameter, a repeated scalar, a comma-joined array, a value of
+    /// the wrong type. Dropping a stub with any fails the test, unless
+    /// [`TwilioStub::allow_nonconforming`] was called.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+
+    /// For the stub's own tests, which send malformed requests on purpose.
+    pub fn allow_nonconforming(&self) {
+        self.lock().strict = false;
+    }
+
+    /// The operation ids (as in the definitions) that requests so far used.
+    pub fn operations(&self) -> Vec<String> {
+        self.lock().operations.iter().cloned().collect()
+    }
+
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.lock().requests.clone()
@@ -390,6 +420,15 @@ impl TwilioStub {
 impl Drop for TwilioStub {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        // Every test that talks to the stub also checks that the client sent only what
+        // Twilio's definitions define.
+        let st = self.lock();
+        if st.strict && !st.violations.is_empty() && !std::thread::panicking() {
+            panic!(
+                "requests that Twilio's published API definitions do not define:\n{}",
+                st.violations.join("\n")
+            );
+        }
     }
 }
 
@@ -454,6 +493,14 @@ async fn handle(
     };
     let reply = {
         let mut st = lock(&state);
+        match crate::oai::check(&ctx.method, &ctx.path, &ctx.query, &ctx.form) {
+            Ok(op) => {
+                st.operations.insert(op);
+            }
+            Err(v) => st
+                .violations
+                .push(format!("{} {}: {v}", ctx.method, ctx.path)),
+        }
         let reply = st.process(&ctx, auth.as_deref());
         let rec = Recorded {
             method: ctx.method,
@@ -1496,6 +1543,8 @@ mod tests {
     #[tokio::test]
     async fn auth_is_required_and_accepts_token_and_api_keys() {
         let stub = TwilioStub::start(AC, TOKEN).await;
+        // It sends malformed requests on purpose.
+        stub.allow_nonconforming();
         let idle = json!({"sid": "WA1", "friendly_name": "Idle", "available": true});
         stub.set_activities(WS, vec![idle]);
         let url = format!("{}{ACTIVITIES}", stub.base_url());
@@ -1587,6 +1636,8 @@ mod tests {
     #[tokio::test]
     async fn tasks_filter_by_assignment_status_and_empty_list_switch() {
         let stub = TwilioStub::start(AC, TOKEN).await;
+        // It sends malformed requests on purpose.
+        stub.allow_nonconforming();
         stub.set_tasks(
             WS,
             TASK_STATUSES
@@ -1640,6 +1691,8 @@ mod tests {
     #[tokio::test]
     async fn documents_lifecycle_ttl_and_validation() {
         let stub = TwilioStub::start(AC, TOKEN).await;
+        // It sends malformed requests on purpose.
+        stub.allow_nonconforming();
         let g = stub
             .post(DOCS, &[("UniqueName", "summary"), ("Data", r#"{"a":1}"#)])
             .await;
@@ -1807,6 +1860,8 @@ mod tests {
     #[tokio::test]
     async fn lists_create_fetch_duplicate_missing_and_delete() {
         let stub = TwilioStub::start(AC, TOKEN).await;
+        // It sends malformed requests on purpose.
+        stub.allow_nonconforming();
         let g = stub
             .post(LISTS, &[("UniqueName", "queue"), ("Ttl", "3600")])
             .await;
@@ -2306,6 +2361,8 @@ mod tests {
     #[tokio::test]
     async fn unknown_conversation_is_404() {
         let stub = TwilioStub::start(AC, TOKEN).await;
+        // It sends malformed requests on purpose.
+        stub.allow_nonconforming();
         stub.set_conversation_messages(CH, vec![message(0)]);
         let other = "CH000000000000000000000000000000ff";
         let g = stub
