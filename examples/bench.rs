@@ -31,12 +31,16 @@ fn free_port() -> u16 {
         .expect("port")
 }
 
+/// The admin side shares the public port in the bench, behind this token.
+const ADMIN_TOKEN: &str = "bench-admin-token";
+
 fn config(dir: &std::path::Path, port: u16, db: &str, extra: &str) -> std::path::PathBuf {
     let p = dir.join("config.toml");
     std::fs::write(
         &p,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{PUBLIC}\"\n\
+             admin_listen = \"\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
              [queue]\npath = \"{}\"\nworkers = 4\n\
              [postgres]\nurl = \"{db}\"\npool_size = 8\nconnect_timeout_secs = 1\n\
              [twilio]\nauth_token = \"{TOKEN}\"\n{extra}\n[log]\nlevel = \"warn\"\n",
@@ -79,6 +83,7 @@ async fn wait_up(http: &reqwest::Client, base: &str) {
 async fn queue_depth(http: &reqwest::Client, base: &str) -> Option<u64> {
     let r: serde_json::Value = http
         .get(format!("{base}/readyz"))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .expect("readyz")

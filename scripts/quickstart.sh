@@ -14,6 +14,8 @@ cat > local/config.toml <<CFG
 [server]
 listen = "127.0.0.1:3000"
 public_url = "http://127.0.0.1:3000"
+# The admin side (/readyz, /metrics, /api/*, /dashboard): local clients only.
+admin_listen = "127.0.0.1:9090"
 [queue]
 path = "$PWD/local/queue"
 [postgres]
@@ -38,8 +40,8 @@ cmd=$($bin sample-callback)
 echo "$cmd"
 eval "$cmd"
 sleep 1
-echo; echo "== /readyz:"; curl -s http://127.0.0.1:3000/readyz; echo
+echo; echo "== /readyz (on the admin listener, 127.0.0.1:9090):"; curl -s http://127.0.0.1:9090/readyz; echo
 echo; echo "== the task row it produced:"
 psql "$db_url" -c "SELECT sid, task_assignment_status, task_channel_unique_name, task_queue_name, task_created FROM tasks ORDER BY created_at DESC LIMIT 1"
-echo; echo "Serving on http://127.0.0.1:3000 (config: local/config.toml). Ctrl-C to stop."
+echo; echo "Webhooks on http://127.0.0.1:3000, wallboard on http://127.0.0.1:9090/dashboard (config: local/config.toml). Ctrl-C to stop."
 wait $pid

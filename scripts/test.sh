@@ -11,4 +11,11 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
     || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; }
 fi
+# The proxy test drives Debian's nginx (started by the test itself, never as a service).
+if ! [ -x /usr/sbin/nginx ]; then
+  SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+  echo "test.sh: installing Debian's nginx-light for the proxy test" >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null; }
+fi
 cargo test --all-targets "$@"

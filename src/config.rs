@@ -31,6 +31,9 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The admin side's address when the config names none: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -203,10 +206,15 @@ pub struct Server {
     pub read_timeout_secs: u64,
     /// On SIGTERM, in-flight requests get this long to finish.
     pub shutdown_grace_secs: u64,
-    /// When set, `/readyz`, `/metrics` and `/api/*` are served only on this address
-    /// (e.g. 127.0.0.1:9090), not on `listen`.
+    /// The admin side (`/readyz`, `/metrics`, `/api/*`, `/dashboard`) is served on this
+    /// address (default 127.0.0.1:9090), never on `listen`, which serves only the
+    /// webhooks and `/healthz`. Empty: no admin listener; the admin side is then served
+    /// on `listen` when `admin_token` is set, and nowhere otherwise.
     pub admin_listen: String,
-    /// When set, `/readyz`, `/metrics` and `/api/*` require `Authorization: Bearer <token>`.
+    /// When set, the admin side requires the token (`Authorization: Bearer`, Basic auth
+    /// with the token as the password, or `?token=`). Without it, the admin side answers
+    /// only local clients: a loopback peer whose request carries no `Forwarded`,
+    /// `X-Forwarded-For` or `X-Real-IP` (a proxy's request is never local).
     /// Env TRS_ADMIN_TOKEN overrides.
     pub admin_token: Secret,
 }
@@ -221,7 +229,7 @@ impl Default for Server {
             max_connections: 1024,
             read_timeout_secs: 10,
             shutdown_grace_secs: 20,
-            admin_listen: String::new(),
+            admin_listen: DEFAULT_ADMIN_LISTEN.into(),
             admin_token: Secret::default(),
         }
     }
@@ -452,6 +460,45 @@ impl Config {
     /// TaskRouter's REST API can be read: a workspace and credentials.
     pub fn rest_configured(&self) -> bool {
         !self.twilio.workspace_sid.is_empty() && self.has_credentials()
+    }
+
+    /// Where the admin side can be reached from without a token, for `check-config` and
+    /// the start-up log. Empty when every route beyond the webhooks needs the token.
+    pub fn exposure_warnings(&self) -> Vec<String> {
+        let s = &self.server;
+        let mut w = Vec::new();
+        if !s.admin_token.is_empty() {
+            return w;
+        }
+        if s.admin_listen.is_empty() {
+            w.push(
+                "server.admin_listen is empty and server.admin_token is not set: /dashboard, \
+                 /api/*, /metrics and /readyz are served nowhere. Set admin_listen \
+                 (e.g. 127.0.0.1:9090) or admin_token."
+                    .to_owned(),
+            );
+            return w;
+        }
+        let loopback = s
+            .admin_listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        w.push(format!(
+            "server.admin_token is not set: /dashboard, /api/*, /metrics and /readyz on {} \
+             answer local clients without a token (reach them over SSH, e.g. \
+             `ssh -L 9090:127.0.0.1:9090 host`). A proxy on this machine that forwards to \
+             that address without an X-Forwarded-For, X-Real-IP or Forwarded header would \
+             make them public: set admin_token before proxying it.",
+            s.admin_listen
+        ));
+        if !loopback {
+            w.push(format!(
+                "server.admin_listen `{}` is not a loopback address: without admin_token only \
+                 loopback clients are served there; set admin_token to serve others.",
+                s.admin_listen
+            ));
+        }
+        w
     }
 
     /// Every problem with the values, each naming its key. Empty when usable.
@@ -813,6 +860,21 @@ timezone = "Mars/Olympus"
         ] {
             assert!(p.contains(key), "{key} not reported in:\n{p}");
         }
+    }
+
+    #[test]
+    fn the_admin_side_is_never_public_by_default() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.server.admin_listen, "127.0.0.1:9090");
+        let w = c.exposure_warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("admin_token is not set"), "{w:?}");
+        let c = Config::from_toml("[server]\nadmin_listen = \"0.0.0.0:9090\"").unwrap();
+        assert_eq!(c.exposure_warnings().len(), 2);
+        let c = Config::from_toml("[server]\nadmin_listen = \"\"").unwrap();
+        assert!(c.exposure_warnings()[0].contains("served nowhere"));
+        let c = Config::from_toml("[server]\nadmin_listen = \"\"\nadmin_token = \"t\"").unwrap();
+        assert!(c.exposure_warnings().is_empty());
     }
 
     #[test]

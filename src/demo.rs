@@ -112,6 +112,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     cfg.queue.path = dir.join("queue");
     cfg.postgres.url = Secret::new(url.as_str());
     cfg.twilio.auth_token = Secret::new(token.clone());
+    // One port for everything: the admin side shares the (loopback) listener behind a
+    // token of its own, given in the printed links (`?token=`).
+    let admin_token = format!("{:x}", rand::random::<u128>());
+    cfg.server.admin_listen = String::new();
+    cfg.server.admin_token = Secret::new(admin_token.clone());
     // The simulated day spans the last eight hours or so: show "today" in a zone where
     // all of it falls on the same date.
     cfg.sla.timezone = zone_where_today_is_long();
@@ -133,11 +138,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     );
     println!("  queue      {}", cfg.queue.path.display());
     println!(
-        "  wallboard  {base}/dashboard   (\"today\" in {}, so that the simulated day fits in it)",
+        "  wallboard  {base}/dashboard?token={admin_token}   (\"today\" in {}, so that the simulated day fits in it)",
         cfg.sla.timezone
     );
-    println!("  summary    {base}/api/summary");
-    println!("  metrics    {base}/metrics");
+    println!("  summary    {base}/api/summary?token={admin_token}");
+    println!("  metrics    {base}/metrics?token={admin_token}");
     println!("  tables     psql {} -c 'SELECT task_queue_name, task_assignment_status, count(*) FROM tasks GROUP BY 1, 2'", crate::config::redact_url(url.as_str()));
     println!(
         "simulating {} agents at {} callbacks/s for {} s; Ctrl-C stops the demo",
@@ -158,7 +163,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let r = simulate::run(&sim).await;
         println!(
-            "simulation done: {} sent, {} acknowledged in {:.1} s. The service keeps running: look at {base}/dashboard",
+            "simulation done: {} sent, {} acknowledged in {:.1} s. The service keeps running: look at {base}/dashboard?token={admin_token}",
             r.sent,
             r.accepted,
             r.elapsed.as_secs_f64()

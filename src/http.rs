@@ -235,6 +235,13 @@ fn sse(st: &AppState) -> Response<Body> {
     r
 }
 
+/// Whether a proxy says it forwarded the request (RFC 7239 `Forwarded`, or the common
+/// `X-Forwarded-For` / `X-Real-IP`).
+fn forwarded(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    h.contains_key("forwarded") || h.contains_key("x-forwarded-for") || h.contains_key("x-real-ip")
+}
+
 /// Constant-time check of `Authorization: Bearer <token>`.
 fn bearer_ok(req: &Request<Incoming>, token: &Secret) -> bool {
     // Browsers' EventSource cannot send headers: the wallboard passes `?token=`.
@@ -280,13 +287,14 @@ async fn route(
     if (admin && role == Role::Public) || (webhook && role == Role::Admin) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
-    // Business data (the wallboard, the summary API) is for this machine only unless a
-    // token protects it.
-    let business = path.starts_with("/dashboard") || path.starts_with("/api/");
-    if business && st.admin_token.is_none() && !loopback {
+    // The admin side (business data, queue depth, error text, job names) is for this
+    // machine only unless a token protects it. A proxy's request comes from loopback
+    // too, so one that says it was forwarded is never local.
+    let local = loopback && !forwarded(&req);
+    if admin && st.admin_token.is_none() && !local {
         return error(
             StatusCode::FORBIDDEN,
-            "served to localhost only; set server.admin_token to allow other clients",
+            "served to local clients only; set server.admin_token to allow others",
         );
     }
     if admin {

@@ -385,6 +385,9 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!("{}", ConfigError::Invalid(problems));
     }
+    for w in cfg.exposure_warnings() {
+        eprintln!("warning: {w}");
+    }
     println!(
         "config {} is valid (postgres {}, queue {}, signatures {})",
         path.display(),

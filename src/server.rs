@@ -175,11 +175,17 @@ pub async fn run(
             async move { stop.cancelled().await },
         )))
     };
-    let role = if admin.is_some() {
-        http::Role::Public
-    } else {
+    // The public listener serves the admin side only when a token guards it and there
+    // is no admin listener (deployments configured that way before admin_listen had a
+    // default); otherwise only the webhooks and /healthz.
+    let role = if admin.is_none() && !cfg.server.admin_token.is_empty() {
         http::Role::Both
+    } else {
+        http::Role::Public
     };
+    for w in cfg.exposure_warnings() {
+        tracing::warn!("{w}");
+    }
     http::serve(
         listener,
         role,

@@ -84,8 +84,7 @@ async fn the_wallboard_shows_the_summary_and_updates_live() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let api: serde_json::Value = svc
-            .http
-            .get(svc.url("/api/summary"))
+            .admin_get("/api/summary")
             .send()
             .await
             .unwrap()
@@ -98,7 +97,7 @@ async fn the_wallboard_shows_the_summary_and_updates_live() {
         assert!(Instant::now() < deadline, "{api}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let url = svc.url("/dashboard");
+    let url = svc.admin_url("/dashboard");
     // Chromium may dump the page before the first event arrived: try again briefly.
     let deadline = Instant::now() + Duration::from_secs(30);
     let text = loop {

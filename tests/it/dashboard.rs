@@ -38,16 +38,11 @@ async fn read_events(mut r: reqwest::Response, want: usize) -> Vec<(String, serd
 async fn the_wallboard_streams_live_summaries() {
     let db = TestDb::new().await;
     let mut svc = Service::start(Options::new(&db.url)).await;
-    let page = svc.http.get(svc.url("/dashboard")).send().await.unwrap();
+    let page = svc.admin_get("/dashboard").send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
     assert!(page.text().await.unwrap().contains("<html"));
 
-    let r = svc
-        .http
-        .get(svc.url("/dashboard/events"))
-        .send()
-        .await
-        .unwrap();
+    let r = svc.admin_get("/dashboard/events").send().await.unwrap();
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let now = chrono::Utc::now().timestamp_millis();
     let cb: Vec<(String, String)> = [
@@ -73,12 +68,7 @@ async fn the_wallboard_streams_live_summaries() {
     assert!(!summaries.is_empty());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = svc
-            .http
-            .get(svc.url("/dashboard/events"))
-            .send()
-            .await
-            .unwrap();
+        let r = svc.admin_get("/dashboard/events").send().await.unwrap();
         let ev = read_events(r, 2).await;
         let s = &ev[1].1;
         if s["queues"]["Support"]["realtime"]["tasks_by_status"]["pending"] == 1 {
@@ -89,12 +79,7 @@ async fn the_wallboard_streams_live_summaries() {
     }
 
     // An open SSE stream does not hold up shutdown.
-    let _open = svc
-        .http
-        .get(svc.url("/dashboard/events"))
-        .send()
-        .await
-        .unwrap();
+    let _open = svc.admin_get("/dashboard/events").send().await.unwrap();
     let started = Instant::now();
     assert!(svc.terminate().success());
     assert!(

@@ -272,19 +272,10 @@ async fn secrets_stay_out_of_logs_and_admin_endpoints_can_be_protected() {
     // Trust authentication ignores the password, so it can be a canary.
     let with_password = db.url.replacen("postgres@", "postgres:pw-canary-31337@", 1);
     assert!(with_password.contains("pw-canary-31337"));
-    let admin_port = free_port();
-    let mut svc = Service::start(Options::new(&with_password)).await;
-    assert!(svc.terminate().success());
-    let cfg = std::fs::read_to_string(&svc.config).unwrap();
-    std::fs::write(
-        &svc.config,
-        cfg.replace(
-            "shutdown_grace_secs = 5",
-            &format!("shutdown_grace_secs = 5\nadmin_listen = \"127.0.0.1:{admin_port}\"\nadmin_token = \"admin-canary-777\""),
-        ),
-    )
-    .unwrap();
-    svc.spawn().await;
+    let mut opts = Options::new(&with_password);
+    opts.admin_token = Some("admin-canary-777".into());
+    let mut svc = Service::start(opts).await;
+    let admin_port = svc.admin_port.expect("an admin listener");
     // Provoke the paths that log: a forged signature, a bad body, an unknown route.
     let p = callback(1);
     let _ = svc.post_raw(encode(&p), Some("Zm9yZ2Vk")).await;

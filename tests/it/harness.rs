@@ -113,6 +113,11 @@ pub struct Service {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub port: u16,
+    /// The admin listener's port (`/readyz`, `/metrics`, `/api/*`, `/dashboard`), when
+    /// it has one.
+    pub admin_port: Option<u16>,
+    /// The admin token, when the config sets one.
+    pub admin_token: Option<String>,
     pub child: Option<Child>,
     pub http: reqwest::Client,
 }
@@ -121,6 +126,10 @@ pub struct Options {
     pub db_url: String,
     pub workers: usize,
     pub max_attempts: u32,
+    /// An admin listener on a port of its own (the default); false: `admin_listen = ""`.
+    pub admin_listener: bool,
+    pub admin_token: Option<String>,
+    /// TOML appended to the `[twilio]` section (and any sections after it).
     pub extra: String,
 }
 
@@ -130,6 +139,8 @@ impl Options {
             db_url: db_url.to_owned(),
             workers: 4,
             max_attempts: 8,
+            admin_listener: true,
+            admin_token: None,
             extra: String::new(),
         }
     }
@@ -140,6 +151,11 @@ impl Service {
     pub async fn start(opts: Options) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let admin_port = opts.admin_listener.then(free_port);
+        let admin_listen = admin_port
+            .map(|p| format!("127.0.0.1:{p}"))
+            .unwrap_or_default();
+        let admin_token = opts.admin_token.clone().unwrap_or_default();
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
@@ -149,6 +165,8 @@ impl Service {
 listen = "127.0.0.1:{port}"
 public_url = "{PUBLIC_URL}"
 shutdown_grace_secs = 5
+admin_listen = "{admin_listen}"
+admin_token = "{admin_token}"
 [queue]
 path = "{queue}"
 workers = {workers}
@@ -173,6 +191,8 @@ auth_token = "{AUTH_TOKEN}"
             dir,
             config,
             port,
+            admin_port,
+            admin_token: opts.admin_token,
             child: None,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
@@ -237,8 +257,26 @@ auth_token = "{AUTH_TOKEN}"
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
+    /// A URL on the public listener (webhooks, `/healthz`).
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A URL of the admin side: the admin listener's, else the public one's.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}{path}",
+            self.admin_port.unwrap_or(self.port)
+        )
+    }
+
+    /// GET on the admin side, with the admin token when there is one.
+    pub fn admin_get(&self, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.get(self.admin_url(path));
+        match &self.admin_token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
     }
 
     pub fn kill9(&mut self) {
@@ -289,7 +327,7 @@ auth_token = "{AUTH_TOKEN}"
     /// the server closed (after a 413 it does not read the body) is retried.
     pub async fn readyz(&self) -> Value {
         for _ in 0..3 {
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+            if let Ok(r) = self.admin_get("/readyz").send().await {
                 return r.json().await.unwrap_or(Value::Null);
             }
         }

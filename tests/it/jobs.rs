@@ -313,8 +313,7 @@ target = { type = "document", name = "jobFast" }
     })
     .await;
     let m = svc
-        .http
-        .get(svc.url("/metrics"))
+        .admin_get("/metrics")
         .send()
         .await
         .unwrap()

@@ -14,5 +14,6 @@ mod jobs;
 mod oai;
 mod outage;
 mod poison;
+mod proxy;
 mod sync;
 mod twilio_stub;

@@ -224,8 +224,7 @@ async fn a_realistic_day_is_published_with_exact_numbers_and_retries() {
 
     // The same numbers at /api/summary.
     let api: Value = svc
-        .http
-        .get(svc.url("/api/summary"))
+        .admin_get("/api/summary")
         .send()
         .await
         .unwrap()
@@ -281,7 +280,7 @@ async fn two_instances_one_publisher_and_takeover() {
     })
     .await;
     async fn leader(s: &Service) -> bool {
-        match s.http.get(s.url("/metrics")).send().await {
+        match s.admin_get("/metrics").send().await {
             Ok(r) => r
                 .text()
                 .await
