@@ -23,6 +23,7 @@ use crate::store::{Store, StoreError};
 use crate::twilio::{segment, TwilioClient, TwilioError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -385,6 +386,68 @@ impl Backfill {
                     &[&run.id, &error],
                 )
                 .await;
+        }
+    }
+}
+
+/// `t` rounded down to a whole second.
+pub fn floor_secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+/// `t` rounded up to a whole second.
+pub fn ceil_secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    let f = floor_secs(t);
+    if f == t {
+        t
+    } else {
+        f + chrono::Duration::seconds(1)
+    }
+}
+
+/// Every item of a list that is expected to fit in one page, following
+/// `meta.next_page_url` as a fallback; a next page that repeats (the same URL, or only
+/// items already read) is an error, never a silent end.
+pub async fn read_all_pages(
+    client: &TwilioClient,
+    first_url: &str,
+    key: &str,
+) -> Result<Vec<Value>, TwilioError> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut url = first_url.to_owned();
+    loop {
+        let page = client.get_page(&url).await?;
+        let items = page
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| TwilioError::Decode {
+                url: url.clone(),
+                reason: format!("no `{key}` array in the page"),
+            })?;
+        let mut fresh = 0;
+        for it in items {
+            let sid = it.get("sid").and_then(Value::as_str).map(str::to_owned);
+            if sid.is_none_or(|s| seen.insert(s)) {
+                fresh += 1;
+                out.push(it.clone());
+            }
+        }
+        let next = page
+            .get("meta")
+            .and_then(|m| m.get("next_page_url"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|n| absolute(client, n));
+        match next {
+            None => return Ok(out),
+            Some(n) if n == url || (fresh == 0 && !items.is_empty()) => {
+                return Err(TwilioError::Decode {
+                    url: n,
+                    reason: "the next page repeats the previous one".into(),
+                })
+            }
+            Some(n) => url = n,
         }
     }
 }

@@ -12,5 +12,6 @@ mod ingest;
 mod jobs;
 mod outage;
 mod poison;
+mod reconcile;
 mod sync;
 mod twilio_stub;
