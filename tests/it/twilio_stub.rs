@@ -114,6 +114,9 @@ struct State {
     /// (path prefix, status, requests to fail, matching requests to let through first).
     failures: Vec<(String, u16, usize, usize)>,
     empty_lists: Vec<String>,
+    /// When set, the Events list ignores `Page`/`PageToken` (always its first page, while
+    /// still announcing a next page): the Event resource's docs say it does not page.
+    events_unpaged: bool,
     limiter: Limiter,
     requests: Vec<Recorded>,
 }
@@ -159,6 +162,7 @@ impl TwilioStub {
             conversations: HashMap::new(),
             failures: Vec::new(),
             empty_lists: Vec::new(),
+            events_unpaged: false,
             limiter: Limiter::default(),
             requests: Vec::new(),
         }));
@@ -222,6 +226,12 @@ impl TwilioStub {
     /// end, `completed` and `canceled` ones are neither listed nor fetched (404).
     pub fn set_tasks(&self, workspace_sid: &str, tasks: Vec<Value>) {
         self.workspace(workspace_sid, |w| w.tasks = tasks);
+    }
+
+    /// While on, the Events list ignores `Page` and `PageToken`: every request gets the
+    /// first page, and a next page is still announced (so following it repeats the page).
+    pub fn set_events_unpaged(&self, on: bool) {
+        self.lock().events_unpaged = on;
     }
 
     /// Makes the conversation known (an empty `messages` gives an empty list, not a 404)
@@ -535,6 +545,20 @@ impl State {
                 ("tasks", tasks)
             }
             ["Events"] => match events_in_window(&w.events, c) {
+                Ok(list) if self.events_unpaged => {
+                    let first = Ctx {
+                        method: c.method.clone(),
+                        path: c.path.clone(),
+                        query: c
+                            .query
+                            .iter()
+                            .filter(|(k, _)| k != "Page" && k != "PageToken")
+                            .cloned()
+                            .collect(),
+                        form: Vec::new(),
+                    };
+                    return page(&self.base_url, &self.empty_lists, &first, "events", list);
+                }
                 Ok(list) => ("events", list),
                 Err(r) => return r,
             },
@@ -1695,6 +1719,33 @@ mod tests {
             stub.get(&format!("{EVENTS}/EV{:032}", 9)).await.err(),
             (404, 20404)
         );
+    }
+
+    #[tokio::test]
+    async fn events_pages_hold_at_most_1000_and_unpaged_lists_repeat() {
+        const EVENTS: &str = "/v1/Workspaces/WSstub/Events";
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let now = Utc::now().timestamp_millis();
+        stub.set_events(
+            WS,
+            (0..1500)
+                .map(|i| event(i, now - 1_000 - i as i64, "task.updated", "WT1", ""))
+                .collect(),
+        );
+        let g = stub.get(&format!("{EVENTS}?PageSize=5000")).await;
+        assert_eq!(g.sids("events").len(), 1000);
+        assert_eq!(g.body["meta"]["page_size"], 1000);
+        let next = g.str("/meta/next_page_url");
+        let g2 = send("GET", &next, &[], Some((AC, TOKEN))).await;
+        assert_eq!(g2.sids("events").len(), 500);
+        assert!(g2.body["meta"]["next_page_url"].is_null());
+
+        stub.set_events_unpaged(true);
+        let g = stub.get(&format!("{EVENTS}?PageSize=1000")).await;
+        let next = g.str("/meta/next_page_url");
+        let again = send("GET", &next, &[], Some((AC, TOKEN))).await;
+        assert_eq!(again.sids("events"), g.sids("events"));
+        assert_eq!(again.str("/meta/next_page_url"), next);
     }
 
     #[tokio::test]
