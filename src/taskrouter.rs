@@ -363,9 +363,9 @@ impl RestSync {
                 continue;
             }
             // Absent from the open list: ask about this very task before believing it
-            // ended.
+            // ended. (Tasks in the open list are still updated once lookups stop.)
             if lookups >= MAX_LOOKUPS {
-                break;
+                continue;
             }
             lookups += 1;
             let t = self
@@ -379,7 +379,7 @@ impl RestSync {
                 continue;
             }
             if lookups >= MAX_LOOKUPS {
-                break;
+                continue;
             }
             lookups += 1;
             let created = created.unwrap_or(now_t);
@@ -402,7 +402,7 @@ impl RestSync {
                         "cannot read the events of a task TaskRouter no longer has; left as it is");
                     // TaskRouter unavailable or throttling: the next round tries again.
                     if e.status().is_none_or(|st| st == 429 || st >= 500) {
-                        break;
+                        lookups = MAX_LOOKUPS;
                     }
                 }
             }
