@@ -2,11 +2,14 @@
 //! REST Events (kept 30 days) for a window and feeding them through the same event
 //! model and rules.
 //!
-//! - The window is read in time slices (one list query each, `PageSize=1000`, following
-//!   `meta.next_page_url`), which gives progress and an ETA although the API gives no
-//!   total count.
-//! - After each page is handed on, the run's position (slice, next page URL) is stored
-//!   in `backfill_runs`, so an interrupted run resumes where it stopped.
+//! - The window is read in time slices, one list query each (`PageSize=1000`), which
+//!   gives progress and an ETA although the API gives no total count. The Event
+//!   resource does not promise paging, so a query whose page comes back full is not
+//!   paged: its window is halved until it fits in one page ([`plan`]). Only a window of
+//!   [`MIN_WINDOW_SECS`] that is still full follows `meta.next_page_url`, and a next page
+//!   that repeats stops the run with an error rather than skipping events.
+//! - After each page is handed on, the run's position (cursor, fallback page URL) is
+//!   stored in `backfill_runs`, so an interrupted run resumes where it stopped.
 //! - Idempotent: events keep their `EV…` sid, so those the callbacks already delivered
 //!   change nothing.
 //!
@@ -20,15 +23,21 @@ use crate::event::{Event, QueuedCallback};
 use crate::queue::{Queue, QueueError};
 use crate::sources;
 use crate::store::{Store, StoreError};
-use crate::twilio::{segment, TwilioClient, TwilioError};
+use crate::twilio::{TwilioClient, TwilioError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// TaskRouter keeps events this long.
 pub const RETENTION_DAYS: i64 = 30;
+/// The largest page the Events list serves; a page this full may have left events out.
+pub const PAGE_SIZE: usize = 1000;
+/// The narrowest window a full page is split into (the API takes whole seconds); a
+/// window this narrow that is still full falls back to `next_page_url`.
+pub const MIN_WINDOW_SECS: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
@@ -42,6 +51,12 @@ pub enum BackfillError {
     Queue(#[from] QueueError),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "TaskRouter's Events list repeated a page at {at} (next page {url}): more than \
+         {PAGE_SIZE} events in {MIN_WINDOW_SECS} s and the list does not page; stopping \
+         instead of skipping events"
+    )]
+    RepeatedPage { at: DateTime<Utc>, url: String },
     #[error("stopped")]
     Stopped,
 }
@@ -76,6 +91,15 @@ impl Run {
         let span = (self.until - self.since).num_seconds().max(1);
         let s = self.slice.num_seconds().max(1);
         ((span + s - 1) / s) as i32
+    }
+
+    /// Slices of the run's `slice` wholly behind the cursor (all of them once done).
+    pub fn slices_at_cursor(&self) -> i32 {
+        if self.cursor_at >= self.until {
+            return self.slices_total();
+        }
+        let done = (self.cursor_at - self.since).num_seconds().max(0);
+        (done / self.slice.num_seconds().max(1)) as i32
     }
 
     fn from_row(r: &tokio_postgres::Row) -> Run {
@@ -217,46 +241,58 @@ impl Backfill {
         Ok(rows.iter().map(Run::from_row).collect())
     }
 
-    fn page_url(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
-        let q = form_urlencoded::Serializer::new(String::new())
-            .append_pair(
-                "StartDate",
-                &from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            )
-            // The API takes whole seconds: end a second late rather than miss the last
-            // one (events read twice change nothing).
-            .append_pair(
-                "EndDate",
-                &(to + chrono::Duration::seconds(1))
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            )
-            .append_pair("PageSize", "1000")
-            .finish();
-        format!(
-            "{}/v1/Workspaces/{}/Events?{q}",
-            self.client.taskrouter_url,
-            segment(&self.workspace_sid)
+    /// The list query of one window: `StartDate` rounded down and `EndDate` (inclusive)
+    /// rounded up to the whole seconds the API takes, so consecutive windows overlap at
+    /// their boundary second rather than miss it (events read twice change nothing).
+    fn page_url(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<String, BackfillError> {
+        let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let page_size = PAGE_SIZE.to_string();
+        crate::taskrouter::workspace_url(
+            &self.client.taskrouter_url,
+            &self.workspace_sid,
+            &["Events"],
+            &[
+                ("StartDate", &secs(floor_secs(from))),
+                ("EndDate", &secs(ceil_secs(to))),
+                ("PageSize", &page_size),
+            ],
         )
+        .map_err(|e| BackfillError::Invalid(e.to_string()))
     }
 
-    /// Reads the rest of `run`'s window, page by page, storing its position after each
-    /// page; `progress` is called after each page. Returns the finished run, or
+    /// Reads the rest of `run`'s window, storing its position after each page handed on;
+    /// `progress` is called after each. Returns the finished run, or
     /// [`BackfillError::Stopped`] when `stop` fires (the run resumes later).
+    ///
+    /// Guarantees: every event of the window is read or the run fails; a page that may
+    /// have left events out (full) is never taken as the whole of its window; a next
+    /// page that repeats is an error ([`BackfillError::RepeatedPage`]), never a skip.
     pub async fn run(
         &self,
         mut run: Run,
         stop: &CancellationToken,
         mut progress: impl FnMut(&Run),
     ) -> Result<Run, BackfillError> {
+        let min = chrono::Duration::seconds(MIN_WINDOW_SECS);
+        // Width of the next window: halved while pages come back full, doubled back
+        // towards the run's slice after each one that fits.
+        let mut width = run.slice.max(min);
+        // Event sids of the window being paged (fallback), to notice a repeated page.
+        let mut seen: HashSet<String> = HashSet::new();
         while run.cursor_at < run.until {
             if stop.is_cancelled() {
                 return Err(BackfillError::Stopped);
             }
-            let slice_end = (run.cursor_at + run.slice).min(run.until);
-            let url = run
-                .next_page_url
-                .clone()
-                .unwrap_or_else(|| self.page_url(run.cursor_at, slice_end));
+            let paging = run.next_page_url.clone();
+            let window_end = match paging {
+                // Paging happens only in minimum windows (also after a resume).
+                Some(_) => (run.cursor_at + min).min(run.until),
+                None => (run.cursor_at + width).min(run.until),
+            };
+            let url = match &paging {
+                Some(u) => u.clone(),
+                None => self.page_url(run.cursor_at, window_end)?,
+            };
             let page = tokio::select! {
                 p = self.client.get_page(&url) => p?,
                 _ = stop.cancelled() => return Err(BackfillError::Stopped),
@@ -265,6 +301,37 @@ impl Backfill {
                 .get("events")
                 .and_then(Value::as_array)
                 .ok_or_else(|| BackfillError::Invalid(format!("no `events` array in {url}")))?;
+            let next = page
+                .get("meta")
+                .and_then(|m| m.get("next_page_url"))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|n| absolute(&self.client, n));
+            let full = items.len() >= PAGE_SIZE || next.is_some();
+            let step = if paging.is_some() {
+                Plan::Page
+            } else {
+                plan(full, window_end - run.cursor_at)
+            };
+            if let Plan::Split(w) = step {
+                // Nothing handed on: the halves are read instead.
+                tracing::debug!(from = %run.cursor_at, secs = w.num_seconds(), "full page: splitting the window");
+                width = w;
+                continue;
+            }
+            let sids: Vec<&str> = items
+                .iter()
+                .filter_map(|e| e.get("sid").and_then(Value::as_str))
+                .collect();
+            if paging.is_some() && !sids.is_empty() && sids.iter().all(|s| seen.contains(*s)) {
+                let e = BackfillError::RepeatedPage {
+                    at: run.cursor_at,
+                    url: url.clone(),
+                };
+                tracing::error!(run = run.id, "{e}");
+                return Err(e);
+            }
+            seen.extend(sids.iter().map(|s| (*s).to_owned()));
             let batch: Vec<crate::event::Params> =
                 items.iter().filter_map(sources::params_from_rest).collect();
             let fetched = batch.len() as i64;
@@ -273,22 +340,31 @@ impl Backfill {
             if let Some(n) = new {
                 run.events_new = Some(run.events_new.unwrap_or(0) + n);
             }
-            match page
-                .get("meta")
-                .and_then(|m| m.get("next_page_url"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            {
-                // A next page that is this page again would loop forever: end the slice.
-                Some(next) if absolute(&self.client, next) != url => {
-                    run.next_page_url = Some(absolute(&self.client, next))
+            match (step, next) {
+                (Plan::Page, Some(n)) if n == url => {
+                    let e = BackfillError::RepeatedPage {
+                        at: run.cursor_at,
+                        url: n,
+                    };
+                    tracing::error!(run = run.id, "{e}");
+                    return Err(e);
                 }
-                _ => {
+                (Plan::Page, Some(n)) => run.next_page_url = Some(n),
+                (step, _) => {
+                    if step == Plan::Page && items.len() >= PAGE_SIZE {
+                        tracing::warn!(run = run.id, at = %run.cursor_at,
+                            "TaskRouter gave a full page for one second and no next page: \
+                             events beyond {PAGE_SIZE} in that second may be missing");
+                    }
                     run.next_page_url = None;
-                    run.cursor_at = slice_end;
-                    run.slices_done += 1;
+                    run.cursor_at = window_end;
+                    seen.clear();
+                    if step == Plan::Fits {
+                        width = (width * 2).min(run.slice.max(min));
+                    }
                 }
             }
+            run.slices_done = run.slices_at_cursor();
             run.finished = run.cursor_at >= run.until;
             self.save(&run).await?;
             progress(&run);
@@ -385,6 +461,96 @@ impl Backfill {
                     &[&run.id, &error],
                 )
                 .await;
+        }
+    }
+}
+
+/// What to do with the page of one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// The page holds the whole window: hand it on and move past the window.
+    Fits,
+    /// The page may have left events out: read the window's first part of this width
+    /// instead (and hand nothing on).
+    Split(chrono::Duration),
+    /// A minimum window is still full: hand the page on and follow `next_page_url`.
+    Page,
+}
+
+/// Decides for a window of `width` whose page was `full` (as many events as a page
+/// holds, or a next page announced). Pure, so the splitting is unit-tested.
+pub fn plan(full: bool, width: chrono::Duration) -> Plan {
+    let secs = width.num_seconds();
+    if !full {
+        Plan::Fits
+    } else if secs <= MIN_WINDOW_SECS {
+        Plan::Page
+    } else {
+        // Whole seconds, rounded up, never below the minimum.
+        Plan::Split(chrono::Duration::seconds(
+            ((secs + 1) / 2).max(MIN_WINDOW_SECS),
+        ))
+    }
+}
+
+/// `t` rounded down to a whole second.
+pub fn floor_secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+/// `t` rounded up to a whole second.
+pub fn ceil_secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    let f = floor_secs(t);
+    if f == t {
+        t
+    } else {
+        f + chrono::Duration::seconds(1)
+    }
+}
+
+/// Every item of a list that is expected to fit in one page, following
+/// `meta.next_page_url` as a fallback; a next page that repeats (the same URL, or only
+/// items already read) is an error, never a silent end.
+pub async fn read_all_pages(
+    client: &TwilioClient,
+    first_url: &str,
+    key: &str,
+) -> Result<Vec<Value>, TwilioError> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut url = first_url.to_owned();
+    loop {
+        let page = client.get_page(&url).await?;
+        let items = page
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| TwilioError::Decode {
+                url: url.clone(),
+                reason: format!("no `{key}` array in the page"),
+            })?;
+        let mut fresh = 0;
+        for it in items {
+            let sid = it.get("sid").and_then(Value::as_str).map(str::to_owned);
+            if sid.is_none_or(|s| seen.insert(s)) {
+                fresh += 1;
+                out.push(it.clone());
+            }
+        }
+        let next = page
+            .get("meta")
+            .and_then(|m| m.get("next_page_url"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|n| absolute(client, n));
+        match next {
+            None => return Ok(out),
+            Some(n) if n == url || (fresh == 0 && !items.is_empty()) => {
+                return Err(TwilioError::Decode {
+                    url: n,
+                    reason: "the next page repeats the previous one".into(),
+                })
+            }
+            Some(n) => url = n,
         }
     }
 }
@@ -584,5 +750,60 @@ mod tests {
             finished: false,
         };
         assert_eq!(r.slices_total(), 11);
+    }
+
+    #[test]
+    fn full_pages_split_down_to_one_second_then_page() {
+        let secs = chrono::Duration::seconds;
+        assert_eq!(plan(false, secs(3600)), Plan::Fits);
+        assert_eq!(plan(true, secs(3600)), Plan::Split(secs(1800)));
+        assert_eq!(plan(true, secs(3)), Plan::Split(secs(2)));
+        assert_eq!(plan(true, secs(2)), Plan::Split(secs(1)));
+        assert_eq!(plan(true, secs(1)), Plan::Page);
+        // The last window of a run may be shorter than a second.
+        assert_eq!(plan(true, chrono::Duration::milliseconds(300)), Plan::Page);
+        assert_eq!(plan(false, chrono::Duration::milliseconds(300)), Plan::Fits);
+        // Repeated halving of any width ends at the minimum in a few steps.
+        let mut w = secs(86_400);
+        let mut steps = 0;
+        while let Plan::Split(n) = plan(true, w) {
+            assert!(n < w && n >= secs(MIN_WINDOW_SECS));
+            w = n;
+            steps += 1;
+        }
+        assert_eq!((w, steps), (secs(1), 17));
+    }
+
+    #[test]
+    fn windows_round_to_whole_seconds_outwards() {
+        let a = t("2026-11-30T10:00:05Z") + chrono::Duration::milliseconds(250);
+        assert_eq!(floor_secs(a), t("2026-11-30T10:00:05Z"));
+        assert_eq!(ceil_secs(a), t("2026-11-30T10:00:06Z"));
+        assert_eq!(
+            ceil_secs(t("2026-11-30T10:00:05Z")),
+            t("2026-11-30T10:00:05Z")
+        );
+    }
+
+    #[test]
+    fn progress_counts_slices_behind_the_cursor() {
+        let mut r = Run {
+            id: 1,
+            source: "cli".into(),
+            since: t("2026-11-30T00:00:00Z"),
+            until: t("2026-11-30T10:30:00Z"),
+            slice: chrono::Duration::hours(1),
+            cursor_at: t("2026-11-30T02:59:59Z"),
+            next_page_url: None,
+            slices_done: 0,
+            events_fetched: 0,
+            events_new: None,
+            finished: false,
+        };
+        assert_eq!(r.slices_at_cursor(), 2);
+        r.cursor_at = t("2026-11-30T03:00:00Z");
+        assert_eq!(r.slices_at_cursor(), 3);
+        r.cursor_at = r.until;
+        assert_eq!(r.slices_at_cursor(), 11);
     }
 }

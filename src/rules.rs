@@ -63,10 +63,17 @@ pub fn task_status_rank(status: &str) -> u8 {
         "reserved" => 1,
         "assigned" => 2,
         "wrapping" => 3,
-        "completed" | "canceled" => 4,
+        "completed" | "canceled" | DELETED_STATUS => 4,
         _ => 0,
     }
 }
+
+/// Status of a task that TaskRouter no longer knows (404) and whose Events list holds
+/// nothing that ends it: it ended, but not as completed nor as canceled, so summaries
+/// count it as neither.
+pub const DELETED_STATUS: &str = "deleted";
+/// The reason recorded with [`DELETED_STATUS`].
+pub const NOT_FOUND_REASON: &str = "not found in TaskRouter";
 
 fn clock(e: &Event, rank: u8) -> Clock {
     Clock(e.occurred_ms, rank, e.sid.clone())
@@ -153,6 +160,24 @@ pub struct TaskState {
     /// The newest event seen for the task.
     pub last_event: Option<Reg<()>>,
     pub reservations: BTreeMap<String, ResvFacts>,
+    /// The verdict "gone from TaskRouter, no ending in its Events list" (the reason), at
+    /// the REST clock of the read. Kept apart from `status` so that a real ending wins
+    /// whatever the clocks say (see [`derive_task`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone: Option<Reg<String>>,
+}
+
+/// The state a "not found, and nothing in its Events list ends it" verdict read at
+/// `now_ms` contributes to a task (see [`DELETED_STATUS`]). Merging it never undoes a
+/// real ending, whichever arrives first; events newer than the read still win.
+pub fn task_gone(now_ms: i64) -> TaskState {
+    TaskState {
+        gone: Some(Reg(
+            rest_clock(now_ms, task_status_rank(DELETED_STATUS)),
+            NOT_FOUND_REASON.to_owned(),
+        )),
+        ..TaskState::default()
+    }
 }
 
 /// The state one event contributes to its task, or `None` when it names no task.
@@ -250,6 +275,8 @@ impl TaskState {
         first(&mut self.ended, o.ended);
         first(&mut self.canceled, o.canceled);
         latest(&mut self.last_event, o.last_event);
+        // Latest: a newer verdict (after a newer event reopened the task) wins again.
+        latest(&mut self.gone, o.gone);
         for (k, f) in o.reservations {
             let cur = self.reservations.entry(k).or_default();
             first(&mut cur.created, f.created);
@@ -333,7 +360,16 @@ pub fn derive_task(sid: &str, s: &TaskState, sla: &Sla) -> TaskRow {
         .collect();
     let queue = s.queue.as_ref().map(|r| &r.1);
     let channel = s.channel.as_ref().map(|r| &r.1);
-    let status = v(&s.status);
+    // The "gone" verdict gives the status only while nothing really ended the task and
+    // no event is newer than the read that found it gone.
+    let gone = s
+        .gone
+        .as_ref()
+        .filter(|g| s.ended.is_none() && s.status.as_ref().is_none_or(|st| st.0 < g.0));
+    let status = match gone {
+        Some(_) => Some(DELETED_STATUS.to_owned()),
+        None => v(&s.status),
+    };
     let attrs = s.attributes.as_ref().map(|r| &r.1);
     let attr_str = |k: &str| {
         attrs
@@ -410,7 +446,11 @@ pub fn derive_task(sid: &str, s: &TaskState, sla: &Sla) -> TaskRow {
         ended_at: s.ended.as_ref().and_then(|r| ms_to_time(r.ms())),
         canceled_at: s.canceled.as_ref().and_then(|r| ms_to_time(r.ms())),
         canceled_reason: v(&s.canceled_reason),
-        completed_reason: v(&s.completed_reason),
+        // TaskRouter's Task has one `reason` for any ending; the verdict's goes here.
+        completed_reason: match gone {
+            Some(g) => Some(g.1.clone()),
+            None => v(&s.completed_reason),
+        },
         last_event_at: s.last_event.as_ref().and_then(|r| ms_to_time(r.ms())),
     }
 }

@@ -11,11 +11,14 @@
 //! read ([`rules::rest_clock`]): events that happened later still win.
 
 use crate::config::Config;
+use crate::event::Event;
 use crate::rules::{
     self, ActivityRef, ActivityState, ChannelState, Deltas, Reg, TaskState, WorkerState,
 };
+use crate::sources;
 use crate::store::Store;
-use crate::twilio::{segment, TwilioClient, TwilioError};
+use crate::twilio::{TwilioClient, TwilioError};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,6 +30,8 @@ pub enum SyncError {
     Twilio(#[from] TwilioError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("invalid TaskRouter URL {0}")]
+    Url(String),
 }
 
 impl From<tokio_postgres::Error> for SyncError {
@@ -132,34 +137,75 @@ pub fn channel_from_rest(c: &Value, now: i64) -> Option<(String, ChannelState)> 
     ))
 }
 
-/// The state change that TaskRouter's own answer about one task implies: its status
-/// (`Some(task)`), or that it no longer exists (`None`, a 404).
-pub fn task_from_rest(task: Option<&Value>, now: i64) -> TaskState {
-    match task {
-        Some(t) => {
-            let status = s(t, "assignment_status").unwrap_or_default();
-            let clock = rules::rest_clock(now, rules::task_status_rank(&status));
-            let ended = matches!(status.as_str(), "completed" | "canceled");
-            TaskState {
-                age: i(t, "age").map(|a| Reg(clock.clone(), a)),
-                ended: ended.then(|| Reg(clock.clone(), (i(t, "age"), format!("rest:{status}")))),
-                status: (!status.is_empty()).then(|| Reg(clock.clone(), status)),
-                ..TaskState::default()
-            }
-        }
-        None => {
-            let clock = rules::rest_clock(now, rules::task_status_rank("completed"));
-            TaskState {
-                status: Some(Reg(clock.clone(), "completed".to_owned())),
-                completed_reason: Some(Reg(
-                    clock.clone(),
-                    "not found in TaskRouter (reconciled)".to_owned(),
-                )),
-                ended: Some(Reg(clock, (None, "rest:not-found".to_owned()))),
-                ..TaskState::default()
-            }
-        }
+/// The state change that TaskRouter's own answer about one existing task implies: its
+/// status, and its ending when that status is final. (A 404 says less: see
+/// [`RestSync::reconcile_once`].)
+pub fn task_from_rest(t: &Value, now: i64) -> TaskState {
+    let status = s(t, "assignment_status").unwrap_or_default();
+    let clock = rules::rest_clock(now, rules::task_status_rank(&status));
+    let ended = matches!(status.as_str(), "completed" | "canceled");
+    TaskState {
+        age: i(t, "age").map(|a| Reg(clock.clone(), a)),
+        ended: ended.then(|| Reg(clock.clone(), (i(t, "age"), format!("rest:{status}")))),
+        status: (!status.is_empty()).then(|| Reg(clock.clone(), status)),
+        ..TaskState::default()
     }
+}
+
+/// Statuses of a task TaskRouter still routes or works on.
+const OPEN_STATUSES: [&str; 4] = ["pending", "reserved", "assigned", "wrapping"];
+
+/// A TaskRouter URL: `base`/v1/Workspaces/`ws`/`path`…?`query`. Path segments are
+/// percent-encoded; every query pair is appended as given, so an array filter is a
+/// repeated pair (`AssignmentStatus=pending&AssignmentStatus=reserved`), as the API
+/// definitions (type `array`) and Twilio's own libraries send it.
+pub fn workspace_url(
+    base: &str,
+    ws: &str,
+    path: &[&str],
+    query: &[(&str, &str)],
+) -> Result<String, SyncError> {
+    let mut url = url::Url::parse(base).map_err(|e| SyncError::Url(format!("{base:?}: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|_| SyncError::Url(format!("{base:?} cannot be a base URL")))?
+        .pop_if_empty()
+        .extend(["v1", "Workspaces", ws])
+        .extend(path);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(url.into())
+}
+
+/// The query of the open-tasks list: one `AssignmentStatus` pair per open status.
+pub fn open_tasks_query() -> Vec<(&'static str, &'static str)> {
+    let mut q: Vec<_> = OPEN_STATUSES
+        .iter()
+        .map(|st| ("AssignmentStatus", *st))
+        .collect();
+    q.push(("PageSize", "1000"));
+    q
+}
+
+/// Margin before a task's known creation when reading its events: creation may be an
+/// estimate (event time minus `TaskAge`) and clocks differ a little.
+const TASK_EVENTS_MARGIN_SECS: i64 = 3_600;
+
+/// The `StartDate`/`EndDate` window that covers a task's whole life: from `created`
+/// minus a margin (never before what TaskRouter keeps) to `now`, in the whole seconds the
+/// API takes (start rounded down, end up).
+pub fn task_events_window(
+    created: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let oldest = now - chrono::Duration::days(crate::backfill::RETENTION_DAYS);
+    let start = (created - chrono::Duration::seconds(TASK_EVENTS_MARGIN_SECS))
+        .max(oldest)
+        .min(now);
+    (
+        crate::backfill::floor_secs(start),
+        crate::backfill::ceil_secs(now),
+    )
 }
 
 impl RestSync {
@@ -180,11 +226,12 @@ impl RestSync {
             .map_err(crate::store::StoreError::from)?)
     }
 
-    fn ws_url(&self, rest: &str) -> String {
-        format!(
-            "{}/v1/Workspaces/{}/{rest}",
-            self.client.taskrouter_url,
-            segment(&self.workspace_sid)
+    fn ws_url(&self, path: &[&str], query: &[(&str, &str)]) -> Result<String, SyncError> {
+        workspace_url(
+            &self.client.taskrouter_url,
+            &self.workspace_sid,
+            path,
+            query,
         )
     }
 
@@ -194,7 +241,10 @@ impl RestSync {
         let mut d = Deltas::default();
         for a in self
             .client
-            .list(&self.ws_url("Activities?PageSize=200"), "activities")
+            .list(
+                &self.ws_url(&["Activities"], &[("PageSize", "200")])?,
+                "activities",
+            )
             .await?
         {
             if let Some((k, st)) = activity_from_rest(&a, now) {
@@ -203,7 +253,10 @@ impl RestSync {
         }
         let workers = self
             .client
-            .list(&self.ws_url("Workers?PageSize=200"), "workers")
+            .list(
+                &self.ws_url(&["Workers"], &[("PageSize", "200")])?,
+                "workers",
+            )
             .await?;
         for w in &workers {
             if let Some((k, st)) = worker_from_rest(w, now) {
@@ -228,7 +281,7 @@ impl RestSync {
         let mut d = Deltas::default();
         let now = now_ms();
         for w in &unknown {
-            let url = self.ws_url(&format!("Workers/{}/Channels?PageSize=100", segment(w)));
+            let url = self.ws_url(&["Workers", w, "Channels"], &[("PageSize", "100")])?;
             match self.client.list(&url, "channels").await {
                 Ok(chs) => {
                     for c in chs {
@@ -261,18 +314,29 @@ impl RestSync {
     }
 
     /// Checks tasks open locally against TaskRouter; returns how many changed.
+    ///
+    /// Guarantees: a task changes only on TaskRouter's own word about that very task:
+    /// its status in the open list or its fetch; or, when the fetch answers 404 (TaskRouter
+    /// deletes ended tasks, so a 404 says it ended but not how), the task's own events
+    /// from the Events list, applied like any event (their `EV` sids dedupe against those
+    /// stored). Only when that list holds nothing that ends the task does it get the
+    /// [`rules::DELETED_STATUS`] verdict. Any failed read leaves that task unchanged. At
+    /// most [`MAX_LOOKUPS`] single-task requests per round.
     pub async fn reconcile_once(&self) -> Result<usize, SyncError> {
-        let local: Vec<(String, String)> = {
+        let local: Vec<(String, String, Option<DateTime<Utc>>)> = {
             let c = self.db().await?;
+            // A task that has an ending already has all a lookup could tell.
             c.query(
-                "SELECT sid, task_assignment_status FROM tasks \
+                "SELECT sid, task_assignment_status, coalesce(task_created, last_event_at, created_at) \
+                 FROM tasks \
                  WHERE task_assignment_status IN ('pending','reserved','assigned','wrapping') \
+                 AND ended_at IS NULL \
                  AND coalesce(task_created, last_event_at, created_at) < now() - make_interval(secs => $1)",
                 &[&(RECONCILE_MIN_AGE_SECS as f64)],
             )
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect()
         };
         if local.is_empty() {
@@ -281,50 +345,109 @@ impl RestSync {
         // Only a complete list counts; any error aborts the round with nothing changed.
         let open: HashMap<String, Value> = self
             .client
-            .list(
-                &self.ws_url(
-                    "Tasks?AssignmentStatus=pending,reserved,assigned,wrapping&PageSize=1000",
-                ),
-                "tasks",
-            )
+            .list(&self.ws_url(&["Tasks"], &open_tasks_query())?, "tasks")
             .await?
             .into_iter()
             .filter_map(|t| Some((s(&t, "sid")?, t)))
             .collect();
-        let now = now_ms();
+        let now_t = Utc::now();
+        let now = now_t.timestamp_millis();
         let mut d = Deltas::default();
+        let mut ended_by_events = 0;
         let mut lookups = 0;
-        for (sid, status) in local {
-            match open.get(&sid) {
-                Some(t) => {
-                    if s(t, "assignment_status").as_deref() != Some(status.as_str()) {
-                        d.tasks.insert(sid, task_from_rest(Some(t), now));
+        for (sid, status, created) in local {
+            if let Some(t) = open.get(&sid) {
+                if s(t, "assignment_status").as_deref() != Some(status.as_str()) {
+                    d.tasks.insert(sid, task_from_rest(t, now));
+                }
+                continue;
+            }
+            // Absent from the open list: ask about this very task before believing it
+            // ended. (Tasks in the open list are still updated once lookups stop.)
+            if lookups >= MAX_LOOKUPS {
+                continue;
+            }
+            lookups += 1;
+            let t = self
+                .client
+                .get(&self.ws_url(&["Tasks", &sid], &[])?)
+                .await?;
+            if let Some(t) = t {
+                if s(&t, "assignment_status").as_deref() != Some(status.as_str()) {
+                    d.tasks.insert(sid, task_from_rest(&t, now));
+                }
+                continue;
+            }
+            if lookups >= MAX_LOOKUPS {
+                continue;
+            }
+            lookups += 1;
+            let created = created.unwrap_or(now_t);
+            match self.task_events(&sid, created, now_t).await {
+                Ok(events) => {
+                    let ends = events.iter().any(|e| rules::is_task_end(&e.event_type));
+                    if !events.is_empty() {
+                        self.store.apply(&events).await?;
+                    }
+                    if ends {
+                        ended_by_events += 1;
+                    } else {
+                        tracing::info!(task = %sid, events = events.len(),
+                            "task not found in TaskRouter and no ending in its events: marked deleted");
+                        d.tasks.insert(sid, rules::task_gone(now));
                     }
                 }
-                None => {
-                    // Absent from the open list: ask about this very task before
-                    // believing it ended.
-                    if lookups >= MAX_LOOKUPS {
-                        continue;
-                    }
-                    lookups += 1;
-                    let t = self
-                        .client
-                        .get(&self.ws_url(&format!("Tasks/{}", segment(&sid))))
-                        .await?;
-                    let st = t.as_ref().and_then(|t| s(t, "assignment_status"));
-                    if st.as_deref() != Some(status.as_str()) {
-                        d.tasks.insert(sid, task_from_rest(t.as_ref(), now));
+                Err(e) => {
+                    tracing::warn!(task = %sid, error = %e,
+                        "cannot read the events of a task TaskRouter no longer has; left as it is");
+                    // TaskRouter unavailable or throttling: the next round tries again.
+                    if e.status().is_none_or(|st| st == 429 || st >= 500) {
+                        lookups = MAX_LOOKUPS;
                     }
                 }
             }
         }
-        let n = d.tasks.len();
+        let n = d.tasks.len() + ended_by_events;
         if n > 0 {
             tracing::info!(tasks = n, "reconciled tasks with TaskRouter");
         }
         self.store.merge_rest(d).await?;
         Ok(n)
+    }
+
+    /// The events TaskRouter still keeps for one task, from its creation (minus a
+    /// margin) to `now`, as events; `Err` when any page cannot be read.
+    async fn task_events(
+        &self,
+        sid: &str,
+        created: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Event>, TwilioError> {
+        let (start, end) = task_events_window(created, now);
+        let (start, end) = (
+            start.to_rfc3339_opts(SecondsFormat::Secs, true),
+            end.to_rfc3339_opts(SecondsFormat::Secs, true),
+        );
+        let url = self
+            .ws_url(
+                &["Events"],
+                &[
+                    ("TaskSid", sid),
+                    ("StartDate", &start),
+                    ("EndDate", &end),
+                    ("PageSize", "1000"),
+                ],
+            )
+            .map_err(|e| TwilioError::Config(e.to_string()))?;
+        let items = crate::backfill::read_all_pages(&self.client, &url, "events").await?;
+        let received = now.timestamp_millis();
+        Ok(items
+            .iter()
+            .filter_map(sources::params_from_rest)
+            .map(|p| Event::from_params(&p, received))
+            // A filter the server ignored must not end another task's story here.
+            .filter(|e| e.task_sid() == Some(sid))
+            .collect())
     }
 }
 
@@ -383,22 +506,73 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_task_is_completed_an_open_one_keeps_its_status() {
-        let gone = task_from_rest(None, 5);
-        assert_eq!(gone.status.unwrap().1, "completed");
-        assert!(gone.ended.is_some());
-        let open = task_from_rest(
-            Some(&json!({"assignment_status": "wrapping", "age": 90})),
-            5,
-        );
+    fn an_open_task_keeps_its_status_a_final_one_ends() {
+        let open = task_from_rest(&json!({"assignment_status": "wrapping", "age": 90}), 5);
         assert_eq!(open.status.unwrap().1, "wrapping");
         assert!(open.ended.is_none());
+        let done = task_from_rest(&json!({"assignment_status": "canceled", "age": 9}), 5);
+        assert_eq!(done.status.unwrap().1, "canceled");
+        assert_eq!(done.ended.unwrap().1, (Some(9), "rest:canceled".to_owned()));
+    }
+
+    #[test]
+    fn array_filters_are_repeated_pairs() {
+        let url = workspace_url(
+            "http://127.0.0.1:9/base",
+            "WS1",
+            &["Tasks"],
+            &open_tasks_query(),
+        )
+        .unwrap();
+        let u = url::Url::parse(&url).unwrap();
+        assert_eq!(u.path(), "/base/v1/Workspaces/WS1/Tasks");
+        let statuses: Vec<String> = u
+            .query_pairs()
+            .filter(|(k, _)| k == "AssignmentStatus")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        assert_eq!(statuses, ["pending", "reserved", "assigned", "wrapping"]);
+        assert!(!url.contains("%2C") && !url.contains(','), "{url}");
+        // Path segments and values are encoded, never spliced in raw.
+        let url = workspace_url(
+            "http://h",
+            "WS/1",
+            &["Events"],
+            &[("StartDate", "2026-01-01T00:00:00Z"), ("TaskSid", "WT a&b")],
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "http://h/v1/Workspaces/WS%2F1/Events?StartDate=2026-01-01T00%3A00%3A00Z&TaskSid=WT+a%26b"
+        );
+        assert!(workspace_url("not a url", "WS1", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn the_task_events_window_covers_its_life_within_what_taskrouter_keeps() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let now = t("2026-11-30T12:00:00.400Z");
+        assert_eq!(
+            task_events_window(t("2026-11-30T10:20:30.900Z"), now),
+            (t("2026-11-30T09:20:30Z"), t("2026-11-30T12:00:01Z"))
+        );
+        // Older than TaskRouter keeps: from the oldest it keeps.
+        assert_eq!(
+            task_events_window(t("2026-09-01T00:00:00Z"), now).0,
+            t("2026-10-31T12:00:00Z")
+        );
+        // A creation time in the future (clock skew) still gives a valid window.
+        let (s, e) = task_events_window(t("2026-12-01T00:00:00Z"), now);
+        assert!(s <= e);
     }
 
     #[test]
     fn later_events_beat_the_rest_snapshot() {
         let mut st = TaskState::default();
-        st.merge(task_from_rest(None, 1_000));
+        st.merge(task_from_rest(
+            &json!({"assignment_status": "assigned"}),
+            1_000,
+        ));
         // An event after the read (e.g. the task was still wrapping) wins.
         st.merge(TaskState {
             status: Some(Reg(rules::Clock(2_000, 3, "EV".into()), "wrapping".into())),

@@ -668,3 +668,152 @@ proptest! {
         }
     }
 }
+
+// ------------------------------------------------------------------------------
+// The "gone from TaskRouter" verdict (status `deleted`)
+// ------------------------------------------------------------------------------
+
+/// Folds events and REST-read states (merged in the given order) into one task row.
+fn task_row(parts: &[TaskState]) -> TaskRow {
+    let mut st = TaskState::default();
+    for p in parts {
+        st.merge(p.clone());
+    }
+    derive_task("WTg", &st, &sla())
+}
+
+fn delta(e: &Event) -> TaskState {
+    task_delta(e).expect("a task event").1
+}
+
+#[test]
+fn a_gone_task_without_an_ending_is_deleted_neither_completed_nor_abandoned() {
+    let c = T0;
+    let created = delta(&Ev::task("task.created", "EG1", c, "WTg", c, "pending").ev());
+    let verdict = task_gone(c + 600_000);
+    for parts in [
+        vec![created.clone(), verdict.clone()],
+        vec![verdict.clone(), created.clone()],
+    ] {
+        let t = task_row(&parts);
+        assert_eq!(t.task_assignment_status.as_deref(), Some(DELETED_STATUS));
+        assert_eq!(t.completed_reason.as_deref(), Some(NOT_FOUND_REASON));
+        // Not an abandon, not a completion: no cancel time, no SLA verdict, no end.
+        assert_eq!((t.canceled_at, t.within_sla), (None, None));
+        assert_eq!((t.ended_at, t.total_time), (None, None));
+    }
+    // Idempotent.
+    assert_eq!(
+        task_row(&[created.clone(), verdict.clone()]),
+        task_row(&[created, verdict.clone(), verdict])
+    );
+}
+
+#[test]
+fn a_real_ending_beats_the_gone_verdict_in_either_order() {
+    let c = T0;
+    let created = delta(&Ev::task("task.created", "EG1", c, "WTg", c, "pending").ev());
+    let canceled = delta(
+        &Ev::task("task.canceled", "EG2", c + 40_000, "WTg", c, "canceled")
+            .set("TaskCanceledReason", "hangup")
+            .ev(),
+    );
+    let completed =
+        delta(&Ev::task("task.completed", "EG3", c + 90_000, "WTg", c, "completed").ev());
+    // The verdict is read later than the real ending (the usual case), or, with a
+    // skewed clock, earlier: the real ending wins either way.
+    for at in [c + 600_000, c + 1_000] {
+        let verdict = task_gone(at);
+        for (ending, status) in [(&canceled, "canceled"), (&completed, "completed")] {
+            let orders = [
+                vec![created.clone(), verdict.clone(), ending.clone()],
+                vec![created.clone(), ending.clone(), verdict.clone()],
+                vec![verdict.clone(), ending.clone(), created.clone()],
+            ];
+            let rows: Vec<TaskRow> = orders.iter().map(|o| task_row(o)).collect();
+            assert!(
+                rows.windows(2).all(|w| w[0] == w[1]),
+                "order changed the row"
+            );
+            let t = &rows[0];
+            assert_eq!(t.task_assignment_status.as_deref(), Some(status));
+            assert_ne!(t.completed_reason.as_deref(), Some(NOT_FOUND_REASON));
+        }
+    }
+    let t = task_row(&[created, canceled, task_gone(c + 600_000)]);
+    assert_eq!(t.canceled_reason.as_deref(), Some("hangup"));
+    assert_eq!((t.within_sla, t.total_time), (Some(false), Some(40)));
+}
+
+#[test]
+fn events_newer_than_the_gone_verdict_win_and_a_newer_verdict_wins_again() {
+    let c = T0;
+    let verdict = task_gone(c + 10_000);
+    let wrapping = delta(&Ev::task("task.wrapup", "EG4", c + 20_000, "WTg", c, "wrapping").ev());
+    let t = task_row(&[verdict.clone(), wrapping.clone()]);
+    assert_eq!(t.task_assignment_status.as_deref(), Some("wrapping"));
+    assert_eq!(t.completed_reason, None);
+    let t = task_row(&[wrapping, verdict, task_gone(c + 30_000)]);
+    assert_eq!(t.task_assignment_status.as_deref(), Some(DELETED_STATUS));
+}
+
+#[test]
+fn a_state_stored_before_the_verdict_existed_still_reads() {
+    let old = r#"{"status":[[5,0,"EV1"],"pending"]}"#;
+    let st: TaskState = serde_json::from_str(old).unwrap();
+    assert_eq!(st.gone, None);
+    let mut with = st.clone();
+    with.merge(task_gone(10));
+    let back: TaskState = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+    assert_eq!(back, with);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// A gone verdict (at any time) merged among a task's events in any order, with
+    /// duplicates, gives one row; a task whose events hold an ending never reads as
+    /// deleted, and one without an ending and with no event newer than the verdict does.
+    #[test]
+    fn the_gone_verdict_is_order_independent_and_loses_to_real_endings(
+        seed in 0u64..1_000_000,
+        at in 0i64..2_000_000,
+        perm in proptest::collection::vec(any::<u64>(), 32),
+        dup in any::<prop::sample::Index>(),
+    ) {
+        let events = lifecycle(seed, 1);
+        let task = format!("WT{seed}-0");
+        let mut parts: Vec<TaskState> = events
+            .iter()
+            .filter_map(task_delta)
+            .filter(|(k, _)| *k == task)
+            .map(|(_, s)| s)
+            .collect();
+        prop_assume!(!parts.is_empty());
+        let verdict = task_gone(T0 + at);
+        parts.push(verdict.clone());
+        let reference = task_row(&parts);
+        parts.push(parts[dup.index(parts.len())].clone());
+        let mut keyed: Vec<(u64, TaskState)> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (perm[i % perm.len()].rotate_left(i as u32), p))
+            .collect();
+        keyed.sort_by_key(|(k, _)| *k);
+        let shuffled: Vec<TaskState> = keyed.into_iter().map(|(_, p)| p).collect();
+        let got = task_row(&shuffled);
+        prop_assert_eq!(&got, &reference);
+        let ends = events.iter().any(|e| e.task_sid() == Some(task.as_str()) && is_task_end(&e.event_type));
+        let deleted = got.task_assignment_status.as_deref() == Some(DELETED_STATUS);
+        if ends {
+            prop_assert!(!deleted);
+        } else {
+            let newest = events
+                .iter()
+                .filter(|e| e.task_sid() == Some(task.as_str()))
+                .map(|e| e.occurred_ms)
+                .max()
+                .unwrap_or(0);
+            prop_assert_eq!(deleted, newest < T0 + at);
+        }
+    }
+}

@@ -513,3 +513,125 @@ async fn retention_removes_old_raw_events_and_leaves_the_state_tables_alone() {
     assert!(ok, "{out}\n{err}");
     assert_same(&before, &snapshot(&db).await);
 }
+
+/// `n` task.created events (distinct tasks) spread over `spread_ms` from `start_ms`, as
+/// items of TaskRouter's REST Events list.
+fn dense_events(n: usize, start_ms: i64, spread_ms: i64) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let ms = start_ms + (i as i64 * spread_ms) / n as i64;
+            json!({
+                "sid": format!("EV{i:032x}"), "event_type": "task.created",
+                "account_sid": AC, "workspace_sid": WS, "event_date_ms": ms,
+                "resource_type": "task", "resource_sid": format!("WT{i:032x}"),
+                "event_data": {"task_sid": format!("WT{i:032x}"),
+                               "task_assignment_status": "pending", "task_age": "0"},
+            })
+        })
+        .collect()
+}
+
+async fn service_for(stub: &TwilioStub) -> (TestDb, Service) {
+    let db = TestDb::new().await;
+    let mut opts = Options::new(&db.url);
+    opts.extra = extra(stub, "[backfill]\ncatch_up = false");
+    let svc = Service::start(opts).await;
+    (db, svc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_splits_full_pages_instead_of_relying_on_paging() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    // 2,600 events within three minutes two hours ago, and a few around them; the
+    // Events list does not page (as its docs warn).
+    let two_hours_ago = chrono::Utc::now().timestamp_millis() - 2 * 3_600_000;
+    let mut events = dense_events(2_600, two_hours_ago, 180_000);
+    for (i, e) in dense_events(50, two_hours_ago - 3_000_000, 6_000_000)
+        .into_iter()
+        .enumerate()
+    {
+        let mut e = e;
+        e["sid"] = json!(format!("EVf{i:031x}"));
+        events.push(e);
+    }
+    let total = events.len() as i64;
+    stub.set_events(WS, events);
+    stub.set_events_unpaged(true);
+    let (db, svc) = service_for(&stub).await;
+    let (ok, out, err) = run_cli(&svc, &["backfill", "--since", "3h", "--slice", "1h"]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM events").await,
+        total,
+        "{out}"
+    );
+    // Boundary seconds are read by both windows; each event is applied once.
+    assert!(out.contains(&format!(" {total} were missing")), "{out}");
+    // No page was followed: every window fitted in one page.
+    let reqs = stub.requests();
+    assert!(
+        reqs.iter()
+            .filter(|r| r.path == EVENTS)
+            .all(|r| !r.query.contains("Page=") && !r.query.contains("PageToken")),
+        "a next page was followed"
+    );
+    let run = db
+        .client()
+        .await
+        .query_one(
+            "SELECT slices_done, finished_at IS NOT NULL, next_page_url FROM backfill_runs",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            run.get::<_, i32>(0),
+            run.get::<_, bool>(1),
+            run.get::<_, Option<String>>(2)
+        ),
+        (3, true, None)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_too_full_for_one_page_is_paged_and_a_repeated_page_stops_the_run() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    // 1,500 events in one second: no split fits them in a page of 1,000.
+    let second = (chrono::Utc::now().timestamp() - 3_600) * 1000;
+    stub.set_events(WS, dense_events(1_500, second + 100, 800));
+    stub.set_events_unpaged(true);
+    let (db, svc) = service_for(&stub).await;
+
+    // The list repeats its page instead of paging: the run stops, loudly, resumable.
+    let (ok, out, err) = run_cli(&svc, &["backfill", "--since", "2h", "--slice", "1h"]);
+    assert!(!ok, "a repeated page was skipped silently: {out}\n{err}");
+    assert!(err.contains("repeated a page"), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    let c = db.client().await;
+    let run = c
+        .query_one(
+            "SELECT finished_at IS NULL, error, next_page_url IS NOT NULL FROM backfill_runs",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(run.get::<_, bool>(0));
+    assert!(run
+        .get::<_, Option<String>>(1)
+        .unwrap_or_default()
+        .contains("repeated a page"));
+    assert!(run.get::<_, bool>(2), "the fallback position is kept");
+    assert!(db.count("SELECT count(*) FROM events").await < 1_500);
+
+    // Where the list does page, the resumed run follows next_page_url for that second.
+    stub.set_events_unpaged(false);
+    let (ok, out, err) = run_cli(&svc, &["backfill", "--resume"]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 1_500);
+    assert_eq!(
+        db.count("SELECT count(*) FROM backfill_runs WHERE finished_at IS NOT NULL")
+            .await,
+        1
+    );
+}

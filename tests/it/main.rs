@@ -15,5 +15,6 @@ mod oai;
 mod outage;
 mod poison;
 mod proxy;
+mod reconcile;
 mod sync;
 mod twilio_stub;

@@ -118,6 +118,9 @@ struct State {
     /// (path prefix, status, requests to fail, matching requests to let through first).
     failures: Vec<(String, u16, usize, usize)>,
     empty_lists: Vec<String>,
+    /// When set, the Events list ignores `Page`/`PageToken` (always its first page, while
+    /// still announcing a next page): the Event resource's docs say it does not page.
+    events_unpaged: bool,
     limiter: Limiter,
     requests: Vec<Recorded>,
     /// Requests that Twilio's published definitions do not define (see [`crate::oai`]).
@@ -170,6 +173,7 @@ impl TwilioStub {
             default_chat_service: new_sid("IS"),
             failures: Vec::new(),
             empty_lists: Vec::new(),
+            events_unpaged: false,
             limiter: Limiter::default(),
             requests: Vec::new(),
             violations: Vec::new(),
@@ -232,8 +236,16 @@ impl TwilioStub {
         self.workspace(workspace_sid, |w| w.events = events);
     }
 
+    /// Replaces the workspace's Tasks. As in TaskRouter, which deletes tasks once they
+    /// end, `completed` and `canceled` ones are neither listed nor fetched (404).
     pub fn set_tasks(&self, workspace_sid: &str, tasks: Vec<Value>) {
         self.workspace(workspace_sid, |w| w.tasks = tasks);
+    }
+
+    /// While on, the Events list ignores `Page` and `PageToken`: every request gets the
+    /// first page, and a next page is still announced (so following it repeats the page).
+    pub fn set_events_unpaged(&self, on: bool) {
+        self.lock().events_unpaged = on;
     }
 
     /// The account's default Conversation Service (`GET /v1/Configuration` names it).
@@ -604,15 +616,12 @@ impl State {
                 None => return not_found(c),
             },
             ["Tasks"] => {
+                // `AssignmentStatus` is an array parameter: one status per (repeated)
+                // pair. A comma-joined value is one status that does not exist: 400.
                 let mut wanted = Vec::new();
-                for v in c
-                    .all("AssignmentStatus")
-                    .into_iter()
-                    .flat_map(|v| v.split(','))
-                {
-                    let v = v.trim();
+                for v in c.all("AssignmentStatus") {
                     if !TASK_STATUSES.contains(&v) {
-                        return Reply::err(400, 20001, "Invalid AssignmentStatus");
+                        return Reply::err(400, 20001, &format!("Invalid AssignmentStatus {v:?}"));
                     }
                     wanted.push(v);
                 }
@@ -620,20 +629,34 @@ impl State {
                     ("TaskQueueSid", "task_queue_sid"),
                     ("TaskChannel", "task_channel_unique_name"),
                 ];
-                let mut tasks = filtered(&w.tasks, c, &f);
+                let mut tasks = filtered(&existing_tasks(&w.tasks), c, &f);
                 if !wanted.is_empty() {
                     tasks.retain(|t| wanted.iter().any(|s| field_is(t, "assignment_status", s)));
                 }
                 ("tasks", tasks)
             }
             ["Events"] => match events_in_window(&w.events, c) {
+                Ok(list) if self.events_unpaged => {
+                    let first = Ctx {
+                        method: c.method.clone(),
+                        path: c.path.clone(),
+                        query: c
+                            .query
+                            .iter()
+                            .filter(|(k, _)| k != "Page" && k != "PageToken")
+                            .cloned()
+                            .collect(),
+                        form: Vec::new(),
+                    };
+                    return page(&self.base_url, &self.empty_lists, &first, "events", list);
+                }
                 Ok(list) => ("events", list),
                 Err(r) => return r,
             },
             ["Events", sid] => return fetch(&w.events, "sid", sid, c),
             ["Activities", sid] => return fetch(&w.activities, "sid", sid, c),
             ["Workers", sid] => return fetch(&w.workers, "sid", sid, c),
-            ["Tasks", sid] => return fetch(&w.tasks, "sid", sid, c),
+            ["Tasks", sid] => return fetch(&existing_tasks(&w.tasks), "sid", sid, c),
             ["Workers", wk, "Channels", ch] => {
                 let list = w.channels.get(*wk).map(Vec::as_slice).unwrap_or_default();
                 return match find(list, "sid", ch) {
@@ -1154,6 +1177,18 @@ fn field_is(v: &Value, field: &str, want: &str) -> bool {
     }
 }
 
+/// The tasks TaskRouter still has: it deletes tasks once they are completed or canceled.
+fn existing_tasks(tasks: &[Value]) -> Vec<Value> {
+    tasks
+        .iter()
+        .filter(|t| {
+            !field_is(t, "assignment_status", "completed")
+                && !field_is(t, "assignment_status", "canceled")
+        })
+        .cloned()
+        .collect()
+}
+
 /// Keeps the objects matching every (query param → field) filter present in the request.
 fn filtered(list: &[Value], c: &Ctx, filters: &[(&str, &str)]) -> Vec<Value> {
     let active: Vec<(&str, &str)> = filters
@@ -1646,11 +1681,21 @@ mod tests {
                 .map(|(i, s)| task(i, s))
                 .collect(),
         );
-        assert_eq!(stub.get(TASKS).await.sids("tasks").len(), 6);
-        let g = stub
-            .get(&format!("{TASKS}?AssignmentStatus=pending,reserved"))
-            .await;
-        assert_eq!(g.sids("tasks"), ["WT0", "WT1"]);
+        // Ended tasks are deleted: neither listed nor fetched.
+        assert_eq!(
+            stub.get(TASKS).await.sids("tasks"),
+            ["WT0", "WT1", "WT2", "WT3"]
+        );
+        assert_eq!(stub.get(&format!("{TASKS}/WT3")).await.status, 200);
+        for ended in ["WT4", "WT5"] {
+            let g = stub.get(&format!("{TASKS}/{ended}")).await;
+            assert_eq!(g.err(), (404, 20404));
+            assert_eq!(
+                g.str("/message"),
+                format!("The requested resource {TASKS}/{ended} was not found")
+            );
+        }
+        // `AssignmentStatus` is an array: repeated pairs, one status each.
         let g = stub
             .get(&format!(
                 "{TASKS}?AssignmentStatus=assigned&AssignmentStatus=wrapping"
@@ -1660,24 +1705,29 @@ mod tests {
         let g = stub
             .get(&format!("{TASKS}?AssignmentStatus=completed&PageSize=1"))
             .await;
-        assert_eq!(g.sids("tasks"), ["WT4"]);
+        assert_eq!(g.sids("tasks"), Vec::<String>::new());
         assert!(g.body["meta"]["next_page_url"].is_null());
         let g = stub
             .get(&format!(
-                "{TASKS}?AssignmentStatus=pending,reserved&PageSize=1"
+                "{TASKS}?AssignmentStatus=pending&AssignmentStatus=reserved&PageSize=1"
             ))
             .await;
+        assert_eq!(g.sids("tasks"), ["WT0"]);
         let next = g.str("/meta/next_page_url");
         assert!(
-            next.contains("AssignmentStatus=pending%2Creserved&PageSize=1&Page=1"),
+            next.contains("AssignmentStatus=pending&AssignmentStatus=reserved&PageSize=1&Page=1"),
             "{next}"
         );
-        assert_eq!(
-            stub.get(&format!("{TASKS}?AssignmentStatus=bogus"))
-                .await
-                .err(),
-            (400, 20001)
-        );
+        // A comma-joined value is one status that does not exist, not several.
+        for bad in ["pending,reserved", "pending%2Creserved", "bogus"] {
+            assert_eq!(
+                stub.get(&format!("{TASKS}?AssignmentStatus={bad}"))
+                    .await
+                    .err(),
+                (400, 20001),
+                "{bad}"
+            );
+        }
 
         stub.set_empty_list(TASKS, true);
         let g = stub.get(&format!("{TASKS}?AssignmentStatus=pending")).await;
@@ -1685,7 +1735,119 @@ mod tests {
         assert!(g.body["meta"]["next_page_url"].is_null());
         assert_eq!(stub.get(&format!("{TASKS}/WT0")).await.status, 200);
         stub.set_empty_list(TASKS, false);
-        assert_eq!(stub.get(TASKS).await.sids("tasks").len(), 6);
+        assert_eq!(stub.get(TASKS).await.sids("tasks").len(), 4);
+    }
+
+    fn event(i: usize, ms: i64, ty: &str, task: &str, worker: &str) -> Value {
+        json!({"sid": format!("EV{i:032}"), "event_type": ty, "event_date_ms": ms,
+               "event_data": {"task_sid": task, "worker_sid": worker}})
+    }
+
+    #[tokio::test]
+    async fn events_filter_by_window_task_worker_and_type_newest_first() {
+        const EVENTS: &str = "/v1/Workspaces/WSstub/Events";
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let now = Utc::now().timestamp_millis();
+        let min = 60_000;
+        stub.set_events(
+            WS,
+            vec![
+                event(1, now - 40 * min, "task.created", "WT1", ""),
+                event(2, now - 10 * min, "task.created", "WT2", ""),
+                event(3, now - 5 * min, "reservation.created", "WT2", "WK1"),
+                event(4, now - 2 * min, "task.canceled", "WT1", ""),
+            ],
+        );
+        let sids = |g: &Got| -> Vec<String> {
+            g.sids("events")
+                .iter()
+                .map(|s| s.trim_start_matches(['E', 'V', '0']).to_string())
+                .collect()
+        };
+        // No dates: the last 15 minutes (`Minutes` changes that), newest first.
+        assert_eq!(sids(&stub.get(EVENTS).await), ["4", "3", "2"]);
+        assert_eq!(
+            sids(&stub.get(&format!("{EVENTS}?Minutes=60")).await),
+            ["4", "3", "2", "1"]
+        );
+        let iso = |ms: i64| {
+            DateTime::<Utc>::from_timestamp_millis(ms)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Secs, true)
+        };
+        let q = |pairs: &[(&str, String)]| {
+            let mut ser = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in pairs {
+                ser.append_pair(k, v);
+            }
+            format!("{EVENTS}?{}", ser.finish())
+        };
+        let (start, end) = (iso(now - 50 * min), iso(now - 3 * min));
+        let g = stub
+            .get(&q(&[
+                ("StartDate", start.clone()),
+                ("EndDate", end.clone()),
+            ]))
+            .await;
+        assert_eq!(sids(&g), ["3", "2", "1"]);
+        let g = stub
+            .get(&q(&[
+                ("StartDate", start.clone()),
+                ("TaskSid", "WT1".into()),
+            ]))
+            .await;
+        assert_eq!(sids(&g), ["4", "1"]);
+        let g = stub
+            .get(&q(&[
+                ("StartDate", start.clone()),
+                ("WorkerSid", "WK1".into()),
+            ]))
+            .await;
+        assert_eq!(sids(&g), ["3"]);
+        let g = stub
+            .get(&q(&[
+                ("StartDate", start),
+                ("EventType", "task.created".into()),
+            ]))
+            .await;
+        assert_eq!(sids(&g), ["2", "1"]);
+        assert_eq!(
+            stub.get(&format!("{EVENTS}?StartDate=yesterday"))
+                .await
+                .err(),
+            (400, 20001)
+        );
+        assert_eq!(
+            stub.get(&format!("{EVENTS}/EV{:032}", 9)).await.err(),
+            (404, 20404)
+        );
+    }
+
+    #[tokio::test]
+    async fn events_pages_hold_at_most_1000_and_unpaged_lists_repeat() {
+        const EVENTS: &str = "/v1/Workspaces/WSstub/Events";
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let now = Utc::now().timestamp_millis();
+        stub.set_events(
+            WS,
+            (0..1500)
+                .map(|i| event(i, now - 1_000 - i as i64, "task.updated", "WT1", ""))
+                .collect(),
+        );
+        let g = stub.get(&format!("{EVENTS}?PageSize=5000")).await;
+        assert_eq!(g.sids("events").len(), 1000);
+        assert_eq!(g.body["meta"]["page_size"], 1000);
+        let next = g.str("/meta/next_page_url");
+        let g2 = send("GET", &next, &[], Some((AC, TOKEN))).await;
+        assert_eq!(g2.sids("events").len(), 500);
+        assert!(g2.body["meta"]["next_page_url"].is_null());
+
+        stub.set_events_unpaged(true);
+        let g = stub.get(&format!("{EVENTS}?PageSize=1000")).await;
+        let next = g.str("/meta/next_page_url");
+        let again = send("GET", &next, &[], Some((AC, TOKEN))).await;
+        assert_eq!(again.sids("events"), g.sids("events"));
+        assert_eq!(again.str("/meta/next_page_url"), next);
     }
 
     #[tokio::test]
