@@ -11,7 +11,7 @@
 
 use crate::config::{Config, DocShape, Job, JobTarget};
 use crate::metrics::Metrics;
-use crate::publish::{check_size, SyncWriter, Tracker};
+use crate::publish::{check_size, ListState, SyncWriter, Tracker};
 use crate::store::StoreError;
 use crate::summary::start_of_today;
 use deadpool_postgres::Pool;
@@ -261,8 +261,8 @@ struct Runner {
     tracker: Tracker,
     /// Keys of map items written, to delete those whose rows disappear.
     map_keys: BTreeMap<String, Value>,
-    /// (index, data) of list items written.
-    list: Vec<(i64, Value)>,
+    /// What the list holds.
+    list: ListState,
 }
 
 impl Runner {
@@ -309,13 +309,9 @@ impl Runner {
                 for (i, v) in rows.iter().enumerate() {
                     check_size(v).map_err(|e| JobError::TooLarge(format!("row {i}: {e}")))?;
                 }
-                let prev: Vec<Value> = self.list.iter().map(|(_, v)| v.clone()).collect();
-                if prev != rows {
-                    let indexes: Vec<i64> = self.list.iter().map(|(i, _)| *i).collect();
-                    let written = self.writer.write_list(name, &indexes, &prev, &rows).await?;
-                    self.metrics.sync_writes.fetch_add(1, Relaxed);
-                    self.list = written.into_iter().zip(rows).collect();
-                }
+                // Called even when nothing changed: with a TTL, unchanged items are renewed.
+                let writes = self.writer.write_list(name, &mut self.list, &rows).await?;
+                self.metrics.sync_writes.fetch_add(writes as u64, Relaxed);
             }
             _ => return Err(JobError::Shape("result does not fit the target".into())),
         }
@@ -389,7 +385,7 @@ pub fn spawn_all(
                 metrics: metrics.clone(),
                 tracker: Tracker::default(),
                 map_keys: BTreeMap::new(),
-                list: Vec::new(),
+                list: ListState::default(),
             };
             tokio::spawn(r.run(stop.clone()))
         })
