@@ -6,14 +6,19 @@
 //! run logs its error and leaves the last good result published. Results are JSON with
 //! Postgres' own types (numbers stay numbers, timestamps ISO-8601, NULL is null).
 //! Write discipline is the built-in publisher's: only changes, at most once a second per
-//! object, a bounded number of writes per container per tick, nothing over 16 KiB.
+//! object, a bounded number of writes per container per tick; with a TTL, unchanged
+//! objects are renewed. Sizes: a map key over 320 characters is cut (with a hash, see
+//! [`crate::sync_size`]); a document, map item or list item over 16 KiB is published
+//! without its largest fields (for a `rows` document: without its largest rows), which
+//! the job's status reports as `last_warning`.
 //! Like the built-in summaries, only the instance holding the publisher lock publishes.
 
 use crate::config::{Config, DocShape, Job, JobTarget};
 use crate::metrics::Metrics;
-use crate::publish::{check_size, ListState, SyncWriter, Tracker};
+use crate::publish::{ListState, SyncWriter, Tracker, MAX_DATA_BYTES};
 use crate::store::StoreError;
 use crate::summary::start_of_today;
+use crate::sync_size::{self, fit, OversizeLog};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::Value;
@@ -34,8 +39,6 @@ pub enum JobError {
     Timeout(u64),
     #[error("{0}")]
     Shape(String),
-    #[error("result not sent: {0}")]
-    TooLarge(String),
     #[error("Sync: {0}")]
     Sync(#[from] crate::twilio::TwilioError),
 }
@@ -227,9 +230,10 @@ pub fn shape(job: &Job, rows: Vec<Value>) -> Result<Output, JobError> {
                         )))
                     }
                 };
-                if k.is_empty() || k.len() > 320 {
-                    return Err(JobError::Shape(format!("map key `{k}` must be 1 to 320 characters")));
+                if k.is_empty() {
+                    return Err(JobError::Shape(format!("a row has an empty key column `{key}`")));
                 }
+                let k = sync_size::bound(&k, sync_size::MAX_KEY_CHARS).into_owned();
                 if m.insert(k.clone(), row).is_some() {
                     return Err(JobError::Shape(format!("two rows have the key `{k}`")));
                 }
@@ -246,6 +250,8 @@ pub struct JobStatus {
     pub last_run_at: Option<String>,
     pub last_duration_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// The last run published, but without entries over Sync's 16 KiB limit (named).
+    pub last_warning: Option<String>,
     pub last_success_at: Option<String>,
     pub runs: u64,
     pub failures: u64,
@@ -263,15 +269,34 @@ struct Runner {
     map_keys: BTreeMap<String, Value>,
     /// What the list holds.
     list: ListState,
+    oversize: OversizeLog,
+    /// Entries left out of this run's objects for their size.
+    dropped: Vec<String>,
 }
 
 impl Runner {
+    /// `data` cut to Sync's size limit; what was left out is logged (once) and noted.
+    fn fit(&mut self, id: &str, data: Value) -> Value {
+        let (fitted, dropped) = fit(&data, MAX_DATA_BYTES);
+        self.oversize
+            .note(&format!("job {} {id}", self.job.name), &dropped);
+        if dropped.is_empty() {
+            return data;
+        }
+        let fitted = fitted.into_owned();
+        self.dropped
+            .extend(dropped.into_iter().map(|d| format!("{id}: {d}")));
+        fitted
+    }
+
     async fn publish(&mut self, out: Output) -> Result<(), JobError> {
         self.tracker.tick();
+        self.dropped.clear();
         let ttl = self.writer.ttl();
-        match (&self.job.target, out) {
+        let target = self.job.target.clone();
+        match (&target, out) {
             (JobTarget::Document { name, .. }, Output::Document(data)) => {
-                check_size(&data).map_err(JobError::TooLarge)?;
+                let data = self.fit("document", data);
                 let id = format!("document {name}");
                 if self.tracker.should_write(&id, name, &data, ttl) {
                     self.writer.write_document(name, &data).await?;
@@ -280,9 +305,13 @@ impl Runner {
                 }
             }
             (JobTarget::Map { name, .. }, Output::Map(items)) => {
-                for (k, v) in &items {
-                    check_size(v).map_err(|e| JobError::TooLarge(format!("item {k}: {e}")))?;
-                }
+                let items: BTreeMap<String, Value> = items
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = self.fit(&format!("item {k}"), v);
+                        (k, v)
+                    })
+                    .collect();
                 for (k, v) in &items {
                     let id = format!("map {name} item {k}");
                     if self.tracker.should_write(&id, name, v, ttl) {
@@ -306,9 +335,11 @@ impl Runner {
                 }
             }
             (JobTarget::List { name }, Output::List(rows)) => {
-                for (i, v) in rows.iter().enumerate() {
-                    check_size(v).map_err(|e| JobError::TooLarge(format!("row {i}: {e}")))?;
-                }
+                let rows: Vec<Value> = rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| self.fit(&format!("row {i}"), v))
+                    .collect();
                 // Called even when nothing changed: with a TTL, unchanged items are renewed.
                 let writes = self.writer.write_list(name, &mut self.list, &rows).await?;
                 self.metrics.sync_writes.fetch_add(writes as u64, Relaxed);
@@ -354,6 +385,12 @@ impl Runner {
                 Ok(()) => {
                     st.last_error = None;
                     st.last_success_at = Some(now);
+                    st.last_warning = (!self.dropped.is_empty()).then(|| {
+                        format!(
+                            "published without entries over Sync's 16 KiB limit: {}",
+                            self.dropped.join(", ")
+                        )
+                    });
                 }
                 Err(e) => {
                     st.failures += 1;
@@ -386,6 +423,8 @@ pub fn spawn_all(
                 tracker: Tracker::default(),
                 map_keys: BTreeMap::new(),
                 list: ListState::default(),
+                oversize: OversizeLog::default(),
+                dropped: Vec::new(),
             };
             tokio::spawn(r.run(stop.clone()))
         })

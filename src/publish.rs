@@ -20,6 +20,7 @@
 use crate::config::{Config, Secret, Sla};
 use crate::metrics::Metrics;
 use crate::summary::{self, SyncObject};
+use crate::sync_size::{fit, OversizeLog};
 pub use crate::sync_writer::{ListState, SyncWriter};
 use crate::twilio::TwilioClient;
 use serde_json::Value;
@@ -29,8 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Sync's size limit for a document or item.
-pub const MAX_DATA_BYTES: usize = 16 * 1024;
+pub use crate::sync_size::MAX_DATA_BYTES;
 /// Writes per document or map per tick; ticks are at least a second apart.
 pub const WRITES_PER_CONTAINER_PER_TICK: usize = 10;
 /// How often a follower tries to become the publisher.
@@ -97,22 +97,13 @@ impl Tracker {
     }
 }
 
-/// The size Sync would see, or an error message when it is over the limit.
-pub fn check_size(data: &Value) -> Result<usize, String> {
-    let n = data.to_string().len();
-    if n > MAX_DATA_BYTES {
-        Err(format!("{n} bytes is over Sync's 16 KiB limit"))
-    } else {
-        Ok(n)
-    }
-}
-
 pub struct Publisher {
     writer: SyncWriter,
     sla: Sla,
     db_url: Secret,
     metrics: Arc<Metrics>,
     tracker: Tracker,
+    oversize: OversizeLog,
 }
 
 impl Publisher {
@@ -123,6 +114,7 @@ impl Publisher {
             db_url: cfg.postgres.url.clone(),
             metrics,
             tracker: Tracker::default(),
+            oversize: OversizeLog::default(),
         }
     }
 
@@ -133,28 +125,25 @@ impl Publisher {
         let mut written = 0;
         for obj in objects {
             let id = obj.id();
+            let (data, dropped) = fit(obj.data(), MAX_DATA_BYTES);
+            self.oversize.note(&id, &dropped);
             if !self
                 .tracker
-                .should_write(&id, obj.container(), obj.data(), self.writer.ttl())
+                .should_write(&id, obj.container(), &data, self.writer.ttl())
             {
                 continue;
             }
-            if let Err(e) = check_size(obj.data()) {
-                tracing::error!(object = %id, error = %e, "summary not sent");
-                self.metrics.sync_errors.fetch_add(1, Relaxed);
-                continue;
-            }
             let r = match &obj {
-                SyncObject::Document { name, data } => self.writer.write_document(name, data).await,
-                SyncObject::MapItem { map, key, data } => {
-                    self.writer.write_item(map, key, data).await
+                SyncObject::Document { name, .. } => self.writer.write_document(name, &data).await,
+                SyncObject::MapItem { map, key, .. } => {
+                    self.writer.write_item(map, key, &data).await
                 }
             };
             match r {
                 Ok(()) => {
                     written += 1;
                     self.metrics.sync_writes.fetch_add(1, Relaxed);
-                    self.tracker.written(id, obj.data().clone());
+                    self.tracker.written(id, data.into_owned());
                 }
                 Err(e) => {
                     self.metrics.sync_errors.fetch_add(1, Relaxed);
