@@ -357,19 +357,45 @@ impl Runner {
                 return;
             }
         };
+        // With a TTL, the last result is republished between runs too (only what is due
+        // is written), so a schedule sparser than half the TTL expires nothing.
+        let renew_every = self
+            .writer
+            .renew_after()
+            .map(|d| (d / 2).max(Duration::from_secs(1)));
+        let mut last: Option<Output> = None;
+        let mut run_at = Instant::now() + crate::live::until_next_tick(&schedule);
         loop {
-            let wait = crate::live::until_next_tick(&schedule);
+            let now = Instant::now();
+            let mut wake = run_at;
+            if let (Some(every), Some(_)) = (renew_every, &last) {
+                wake = wake.min(now + every);
+            }
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = stop.cancelled() => return,
             }
             if self.metrics.publisher_leader.load(Relaxed) != 1 {
-                continue; // another instance publishes
+                last = None; // another instance publishes; our state may be stale
+                run_at = Instant::now() + crate::live::until_next_tick(&schedule);
+                continue;
             }
+            if Instant::now() < run_at {
+                if let Some(out) = last.clone() {
+                    if let Err(e) = self.publish(out).await {
+                        tracing::warn!(job = %self.job.name, error = %e, "renewing the job's Sync objects failed");
+                    }
+                }
+                continue;
+            }
+            run_at = Instant::now() + crate::live::until_next_tick(&schedule);
             let started = Instant::now();
             let result = match query(&self.pool, &self.cfg, &self.job).await {
                 Ok(rows) => match shape(&self.job, rows) {
-                    Ok(out) => self.publish(out).await,
+                    Ok(out) => {
+                        last = Some(out.clone());
+                        self.publish(out).await
+                    }
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
