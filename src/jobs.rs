@@ -6,14 +6,19 @@
 //! run logs its error and leaves the last good result published. Results are JSON with
 //! Postgres' own types (numbers stay numbers, timestamps ISO-8601, NULL is null).
 //! Write discipline is the built-in publisher's: only changes, at most once a second per
-//! object, a bounded number of writes per container per tick, nothing over 16 KiB.
+//! object, a bounded number of writes per container per tick; with a TTL, unchanged
+//! objects are renewed. Sizes: a map key over 320 characters is cut (with a hash, see
+//! [`crate::sync_size`]); a document, map item or list item over 16 KiB is published
+//! without its largest fields (for a `rows` document: without its largest rows), which
+//! the job's status reports as `last_warning`.
 //! Like the built-in summaries, only the instance holding the publisher lock publishes.
 
 use crate::config::{Config, DocShape, Job, JobTarget};
 use crate::metrics::Metrics;
-use crate::publish::{check_size, SyncWriter, Tracker};
+use crate::publish::{ListState, SyncWriter, Tracker, MAX_DATA_BYTES};
 use crate::store::StoreError;
 use crate::summary::start_of_today;
+use crate::sync_size::{self, fit, OversizeLog};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::Value;
@@ -34,8 +39,6 @@ pub enum JobError {
     Timeout(u64),
     #[error("{0}")]
     Shape(String),
-    #[error("result not sent: {0}")]
-    TooLarge(String),
     #[error("Sync: {0}")]
     Sync(#[from] crate::twilio::TwilioError),
 }
@@ -227,9 +230,10 @@ pub fn shape(job: &Job, rows: Vec<Value>) -> Result<Output, JobError> {
                         )))
                     }
                 };
-                if k.is_empty() || k.len() > 320 {
-                    return Err(JobError::Shape(format!("map key `{k}` must be 1 to 320 characters")));
+                if k.is_empty() {
+                    return Err(JobError::Shape(format!("a row has an empty key column `{key}`")));
                 }
+                let k = sync_size::bound(&k, sync_size::MAX_KEY_CHARS).into_owned();
                 if m.insert(k.clone(), row).is_some() {
                     return Err(JobError::Shape(format!("two rows have the key `{k}`")));
                 }
@@ -246,6 +250,8 @@ pub struct JobStatus {
     pub last_run_at: Option<String>,
     pub last_duration_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// The last run published, but without entries over Sync's 16 KiB limit (named).
+    pub last_warning: Option<String>,
     pub last_success_at: Option<String>,
     pub runs: u64,
     pub failures: u64,
@@ -261,17 +267,36 @@ struct Runner {
     tracker: Tracker,
     /// Keys of map items written, to delete those whose rows disappear.
     map_keys: BTreeMap<String, Value>,
-    /// (index, data) of list items written.
-    list: Vec<(i64, Value)>,
+    /// What the list holds.
+    list: ListState,
+    oversize: OversizeLog,
+    /// Entries left out of this run's objects for their size.
+    dropped: Vec<String>,
 }
 
 impl Runner {
+    /// `data` cut to Sync's size limit; what was left out is logged (once) and noted.
+    fn fit(&mut self, id: &str, data: Value) -> Value {
+        let (fitted, dropped) = fit(&data, MAX_DATA_BYTES);
+        self.oversize
+            .note(&format!("job {} {id}", self.job.name), &dropped);
+        if dropped.is_empty() {
+            return data;
+        }
+        let fitted = fitted.into_owned();
+        self.dropped
+            .extend(dropped.into_iter().map(|d| format!("{id}: {d}")));
+        fitted
+    }
+
     async fn publish(&mut self, out: Output) -> Result<(), JobError> {
         self.tracker.tick();
+        self.dropped.clear();
         let ttl = self.writer.ttl();
-        match (&self.job.target, out) {
+        let target = self.job.target.clone();
+        match (&target, out) {
             (JobTarget::Document { name, .. }, Output::Document(data)) => {
-                check_size(&data).map_err(JobError::TooLarge)?;
+                let data = self.fit("document", data);
                 let id = format!("document {name}");
                 if self.tracker.should_write(&id, name, &data, ttl) {
                     self.writer.write_document(name, &data).await?;
@@ -280,9 +305,13 @@ impl Runner {
                 }
             }
             (JobTarget::Map { name, .. }, Output::Map(items)) => {
-                for (k, v) in &items {
-                    check_size(v).map_err(|e| JobError::TooLarge(format!("item {k}: {e}")))?;
-                }
+                let items: BTreeMap<String, Value> = items
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = self.fit(&format!("item {k}"), v);
+                        (k, v)
+                    })
+                    .collect();
                 for (k, v) in &items {
                     let id = format!("map {name} item {k}");
                     if self.tracker.should_write(&id, name, v, ttl) {
@@ -306,16 +335,14 @@ impl Runner {
                 }
             }
             (JobTarget::List { name }, Output::List(rows)) => {
-                for (i, v) in rows.iter().enumerate() {
-                    check_size(v).map_err(|e| JobError::TooLarge(format!("row {i}: {e}")))?;
-                }
-                let prev: Vec<Value> = self.list.iter().map(|(_, v)| v.clone()).collect();
-                if prev != rows {
-                    let indexes: Vec<i64> = self.list.iter().map(|(i, _)| *i).collect();
-                    let written = self.writer.write_list(name, &indexes, &prev, &rows).await?;
-                    self.metrics.sync_writes.fetch_add(1, Relaxed);
-                    self.list = written.into_iter().zip(rows).collect();
-                }
+                let rows: Vec<Value> = rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| self.fit(&format!("row {i}"), v))
+                    .collect();
+                // Called even when nothing changed: with a TTL, unchanged items are renewed.
+                let writes = self.writer.write_list(name, &mut self.list, &rows).await?;
+                self.metrics.sync_writes.fetch_add(writes as u64, Relaxed);
             }
             _ => return Err(JobError::Shape("result does not fit the target".into())),
         }
@@ -330,19 +357,45 @@ impl Runner {
                 return;
             }
         };
+        // With a TTL, the last result is republished between runs too (only what is due
+        // is written), so a schedule sparser than half the TTL expires nothing.
+        let renew_every = self
+            .writer
+            .renew_after()
+            .map(|d| (d / 2).max(Duration::from_secs(1)));
+        let mut last: Option<Output> = None;
+        let mut run_at = Instant::now() + crate::live::until_next_tick(&schedule);
         loop {
-            let wait = crate::live::until_next_tick(&schedule);
+            let now = Instant::now();
+            let mut wake = run_at;
+            if let (Some(every), Some(_)) = (renew_every, &last) {
+                wake = wake.min(now + every);
+            }
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = stop.cancelled() => return,
             }
             if self.metrics.publisher_leader.load(Relaxed) != 1 {
-                continue; // another instance publishes
+                last = None; // another instance publishes; our state may be stale
+                run_at = Instant::now() + crate::live::until_next_tick(&schedule);
+                continue;
             }
+            if Instant::now() < run_at {
+                if let Some(out) = last.clone() {
+                    if let Err(e) = self.publish(out).await {
+                        tracing::warn!(job = %self.job.name, error = %e, "renewing the job's Sync objects failed");
+                    }
+                }
+                continue;
+            }
+            run_at = Instant::now() + crate::live::until_next_tick(&schedule);
             let started = Instant::now();
             let result = match query(&self.pool, &self.cfg, &self.job).await {
                 Ok(rows) => match shape(&self.job, rows) {
-                    Ok(out) => self.publish(out).await,
+                    Ok(out) => {
+                        last = Some(out.clone());
+                        self.publish(out).await
+                    }
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
@@ -358,6 +411,12 @@ impl Runner {
                 Ok(()) => {
                     st.last_error = None;
                     st.last_success_at = Some(now);
+                    st.last_warning = (!self.dropped.is_empty()).then(|| {
+                        format!(
+                            "published without entries over Sync's 16 KiB limit: {}",
+                            self.dropped.join(", ")
+                        )
+                    });
                 }
                 Err(e) => {
                     st.failures += 1;
@@ -389,7 +448,9 @@ pub fn spawn_all(
                 metrics: metrics.clone(),
                 tracker: Tracker::default(),
                 map_keys: BTreeMap::new(),
-                list: Vec::new(),
+                list: ListState::default(),
+                oversize: OversizeLog::default(),
+                dropped: Vec::new(),
             };
             tokio::spawn(r.run(stop.clone()))
         })

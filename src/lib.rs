@@ -40,5 +40,7 @@ pub mod simulate;
 pub mod sources;
 pub mod store;
 pub mod summary;
+pub mod sync_size;
+pub mod sync_writer;
 pub mod taskrouter;
 pub mod twilio;

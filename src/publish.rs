@@ -5,11 +5,13 @@
 //! - only changed objects are written, each at most once a second, and at most
 //!   [`WRITES_PER_CONTAINER_PER_TICK`] writes per document or map per tick (the rest
 //!   wait for the next tick);
-//! - a missing document, map or item is created; a create that meets an existing one
-//!   becomes an update;
-//! - with `publish.ttl_seconds`, every write renews the TTL, and unchanged objects are
-//!   rewritten when half the TTL has passed so they never expire while we run;
-//! - data over 16 KiB is refused with an error instead of being sent.
+//! - a missing document, map or item is created on any 404; a create that meets an
+//!   existing one becomes an update (see [`crate::sync_writer`]);
+//! - with `publish.ttl_seconds`, every write renews the TTL (item writes renew their
+//!   map's too, with `CollectionTtl`), and unchanged objects are rewritten when half the
+//!   TTL has passed, so nothing published expires while we run;
+//! - names from callbacks are bounded where they become keys, and an object over 16 KiB
+//!   is published without the entries that push it over (see [`crate::sync_size`]).
 //!
 //! Several instances may share one database: exactly one publishes, the holder of a
 //! Postgres session advisory lock; when it dies its session ends and another instance
@@ -18,7 +20,9 @@
 use crate::config::{Config, Secret, Sla};
 use crate::metrics::Metrics;
 use crate::summary::{self, SyncObject};
-use crate::twilio::{segment, TwilioClient, TwilioError};
+use crate::sync_size::{fit, OversizeLog};
+pub use crate::sync_writer::{ListState, SyncWriter};
+use crate::twilio::TwilioClient;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,174 +30,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Sync's size limit for a document or item.
-pub const MAX_DATA_BYTES: usize = 16 * 1024;
+pub use crate::sync_size::MAX_DATA_BYTES;
 /// Writes per document or map per tick; ticks are at least a second apart.
 pub const WRITES_PER_CONTAINER_PER_TICK: usize = 10;
 /// How often a follower tries to become the publisher.
 pub const LEADER_RETRY: Duration = Duration::from_secs(2);
 /// The advisory lock key that elects the publisher ("trs-publ").
 const LEADER_LOCK: i64 = 0x7472_732d_7075_626c;
-
-/// Writes to one Sync service: documents, map items and list items, creating what is
-/// missing. Cheap to clone.
-#[derive(Clone)]
-pub struct SyncWriter {
-    client: TwilioClient,
-    service_sid: String,
-    ttl: u64,
-}
-
-impl SyncWriter {
-    pub fn new(cfg: &Config, client: TwilioClient) -> SyncWriter {
-        SyncWriter {
-            client,
-            service_sid: cfg.twilio.sync_service_sid.clone(),
-            ttl: cfg.publish.ttl_seconds,
-        }
-    }
-
-    /// The same writer with another TTL (0 = never expire).
-    pub fn with_ttl(mut self, ttl: u64) -> SyncWriter {
-        self.ttl = ttl;
-        self
-    }
-
-    pub fn ttl(&self) -> u64 {
-        self.ttl
-    }
-
-    fn service_url(&self, rest: &str) -> String {
-        format!(
-            "{}/v1/Services/{}/{rest}",
-            self.client.sync_url,
-            segment(&self.service_sid)
-        )
-    }
-
-    fn ttl_form(&self, key: &'static str, form: &mut Vec<(&'static str, String)>) {
-        if self.ttl > 0 {
-            form.push((key, self.ttl.to_string()));
-        }
-    }
-
-    pub async fn write_document(&self, name: &str, data: &Value) -> Result<(), TwilioError> {
-        let mut form = vec![("Data", data.to_string())];
-        self.ttl_form("Ttl", &mut form);
-        let url = self.service_url(&format!("Documents/{}", segment(name)));
-        match self.client.post(&url, &form).await {
-            Err(e) if e.status() == Some(404) => {
-                let mut create = form.clone();
-                create.push(("UniqueName", name.to_owned()));
-                match self
-                    .client
-                    .post(&self.service_url("Documents"), &create)
-                    .await
-                {
-                    // Someone created it in between: update after all.
-                    Err(e) if e.status() == Some(409) => {
-                        self.client.post(&url, &form).await.map(drop)
-                    }
-                    r => r.map(drop),
-                }
-            }
-            r => r.map(drop),
-        }
-    }
-
-    /// Creates a map or list container when missing (409: it exists, fine).
-    async fn create_container(&self, kind: &str, name: &str) -> Result<(), TwilioError> {
-        let mut m = vec![("UniqueName", name.to_owned())];
-        self.ttl_form("CollectionTtl", &mut m);
-        match self.client.post(&self.service_url(kind), &m).await {
-            Err(e) if e.status() != Some(409) => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    pub async fn write_item(&self, map: &str, key: &str, data: &Value) -> Result<(), TwilioError> {
-        let mut form = vec![("Data", data.to_string())];
-        self.ttl_form("ItemTtl", &mut form);
-        let item_url = self.service_url(&format!("Maps/{}/Items/{}", segment(map), segment(key)));
-        let items_url = self.service_url(&format!("Maps/{}/Items", segment(map)));
-        match self.client.post(&item_url, &form).await {
-            Err(e) if e.status() == Some(404) => {
-                if e.code() == Some(54200) {
-                    self.create_container("Maps", map).await?;
-                }
-                let mut create = form.clone();
-                create.push(("Key", key.to_owned()));
-                match self.client.post(&items_url, &create).await {
-                    Err(e) if e.status() == Some(409) => {
-                        self.client.post(&item_url, &form).await.map(drop)
-                    }
-                    r => r.map(drop),
-                }
-            }
-            r => r.map(drop),
-        }
-    }
-
-    pub async fn delete_item(&self, map: &str, key: &str) -> Result<(), TwilioError> {
-        let url = self.service_url(&format!("Maps/{}/Items/{}", segment(map), segment(key)));
-        match self.client.delete(&url).await {
-            Err(e) if e.status() == Some(404) => Ok(()),
-            r => r,
-        }
-    }
-
-    /// Makes a list hold `rows`, in order, given what was written last time
-    /// (`indexes` and `previous` data): updates the items whose data changed, appends
-    /// the new ones, deletes the surplus. Writes are paced to stay under Sync's 20/s
-    /// per list. Returns the indexes of the items, in row order.
-    pub async fn write_list(
-        &self,
-        list: &str,
-        indexes: &[i64],
-        previous: &[Value],
-        rows: &[Value],
-    ) -> Result<Vec<i64>, TwilioError> {
-        let items_url = self.service_url(&format!("Lists/{}/Items", segment(list)));
-        let pace = || tokio::time::sleep(Duration::from_millis(1000 / 15));
-        let mut out = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            let mut form = vec![("Data", row.to_string())];
-            self.ttl_form("ItemTtl", &mut form);
-            if let Some(idx) = indexes.get(i) {
-                if previous.get(i) == Some(row) {
-                    out.push(*idx);
-                    continue;
-                }
-                pace().await;
-                match self.client.post(&format!("{items_url}/{idx}"), &form).await {
-                    Ok(_) => {
-                        out.push(*idx);
-                        continue;
-                    }
-                    Err(e) if e.status() == Some(404) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            pace().await;
-            let created = match self.client.post(&items_url, &form).await {
-                Err(e) if e.status() == Some(404) => {
-                    self.create_container("Lists", list).await?;
-                    self.client.post(&items_url, &form).await?
-                }
-                r => r?,
-            };
-            out.push(created.get("index").and_then(Value::as_i64).unwrap_or(-1));
-        }
-        for idx in indexes.iter().skip(rows.len()) {
-            pace().await;
-            match self.client.delete(&format!("{items_url}/{idx}")).await {
-                Err(e) if e.status() != Some(404) => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// Remembers what was written when, to write only changes and respect Sync's rates.
 #[derive(Default)]
@@ -219,8 +62,8 @@ impl Tracker {
     pub fn should_write(&mut self, id: &str, container: &str, data: &Value, ttl: u64) -> bool {
         let prev = self.last.get(id);
         let changed = prev.is_none_or(|p| &p.data != data);
-        let ttl_due =
-            ttl > 0 && prev.is_some_and(|p| p.at.elapsed() >= Duration::from_secs(ttl / 2));
+        let ttl_due = crate::sync_writer::renew_after(ttl)
+            .is_some_and(|half| prev.is_some_and(|p| p.at.elapsed() >= half));
         if !changed && !ttl_due {
             return false;
         }
@@ -254,22 +97,13 @@ impl Tracker {
     }
 }
 
-/// The size Sync would see, or an error message when it is over the limit.
-pub fn check_size(data: &Value) -> Result<usize, String> {
-    let n = data.to_string().len();
-    if n > MAX_DATA_BYTES {
-        Err(format!("{n} bytes is over Sync's 16 KiB limit"))
-    } else {
-        Ok(n)
-    }
-}
-
 pub struct Publisher {
     writer: SyncWriter,
     sla: Sla,
     db_url: Secret,
     metrics: Arc<Metrics>,
     tracker: Tracker,
+    oversize: OversizeLog,
 }
 
 impl Publisher {
@@ -280,6 +114,7 @@ impl Publisher {
             db_url: cfg.postgres.url.clone(),
             metrics,
             tracker: Tracker::default(),
+            oversize: OversizeLog::default(),
         }
     }
 
@@ -290,28 +125,25 @@ impl Publisher {
         let mut written = 0;
         for obj in objects {
             let id = obj.id();
+            let (data, dropped) = fit(obj.data(), MAX_DATA_BYTES);
+            self.oversize.note(&id, &dropped);
             if !self
                 .tracker
-                .should_write(&id, obj.container(), obj.data(), self.writer.ttl())
+                .should_write(&id, obj.container(), &data, self.writer.ttl())
             {
                 continue;
             }
-            if let Err(e) = check_size(obj.data()) {
-                tracing::error!(object = %id, error = %e, "summary not sent");
-                self.metrics.sync_errors.fetch_add(1, Relaxed);
-                continue;
-            }
             let r = match &obj {
-                SyncObject::Document { name, data } => self.writer.write_document(name, data).await,
-                SyncObject::MapItem { map, key, data } => {
-                    self.writer.write_item(map, key, data).await
+                SyncObject::Document { name, .. } => self.writer.write_document(name, &data).await,
+                SyncObject::MapItem { map, key, .. } => {
+                    self.writer.write_item(map, key, &data).await
                 }
             };
             match r {
                 Ok(()) => {
                     written += 1;
                     self.metrics.sync_writes.fetch_add(1, Relaxed);
-                    self.tracker.written(id, obj.data().clone());
+                    self.tracker.written(id, data.into_owned());
                 }
                 Err(e) => {
                     self.metrics.sync_errors.fetch_add(1, Relaxed);

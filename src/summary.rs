@@ -15,6 +15,7 @@
 //!   utilization = busy / capacity × 100.
 
 use crate::config::Sla;
+use crate::sync_size;
 use chrono::{DateTime, TimeZone, Utc};
 use deadpool_postgres::Pool;
 use serde::Serialize;
@@ -347,13 +348,33 @@ fn per_channel(s: &Summary, f: impl Fn(&ChannelLive) -> i64) -> Value {
         m.insert(c.to_owned(), json!(0));
     }
     for (c, live) in &s.channels {
-        m.insert(c.clone(), json!(f(live)));
+        m.insert(sync_size::name(c), json!(f(live)));
     }
     Value::Object(m)
 }
 
+/// A map keyed by names from callbacks, with the names bounded for Sync.
+fn named<T: Serialize>(m: &BTreeMap<String, T>) -> Value {
+    Value::Object(
+        m.iter()
+            .map(|(k, v)| (sync_size::name(k), json!(v)))
+            .collect(),
+    )
+}
+
+fn realtime(r: &Realtime) -> Value {
+    json!({
+        "tasks_by_status": named(&r.tasks_by_status),
+        "total_tasks": r.total_tasks,
+        "longest_task_waiting_age": r.longest_task_waiting_age,
+        "longest_task_waiting_sid": r.longest_task_waiting_sid.as_deref().map(sync_size::name),
+    })
+}
+
 /// Builds the Sync objects from a summary. `generated_at` is left out so that an
-/// unchanged state gives unchanged objects (and no write).
+/// unchanged state gives unchanged objects (and no write). Names from callbacks are
+/// bounded where they become keys or values (map keys to 320 characters, the rest to
+/// 256; see [`sync_size`]); the objects' size is left to the publisher.
 pub fn sync_objects(s: &Summary, sla: &Sla) -> Vec<SyncObject> {
     let mut out = vec![
         SyncObject::Document {
@@ -369,12 +390,12 @@ pub fn sync_objects(s: &Summary, sla: &Sla) -> Vec<SyncObject> {
             data: json!({
                 "timezone": s.timezone,
                 "today_start": s.today_start,
-                "realtime": s.workspace.realtime,
+                "realtime": realtime(&s.workspace.realtime),
                 "today": s.workspace.today,
                 "last_30_minutes": s.workspace.last_30_minutes,
-                "channels": s.channels,
-                "by_channel": s.by_channel.iter().map(|(k, g)| (k.clone(), json!({"today": g.today, "last_30_minutes": g.last_30_minutes}))).collect::<serde_json::Map<_, _>>(),
-                "workers_by_activity": s.workers_by_activity,
+                "channels": named(&s.channels),
+                "by_channel": s.by_channel.iter().map(|(k, g)| (sync_size::name(k), json!({"today": g.today, "last_30_minutes": g.last_30_minutes}))).collect::<serde_json::Map<_, _>>(),
+                "workers_by_activity": named(&s.workers_by_activity),
                 "total_workers": s.total_workers,
                 "available_workers": s.available_workers,
             }),
@@ -383,15 +404,10 @@ pub fn sync_objects(s: &Summary, sla: &Sla) -> Vec<SyncObject> {
     for (q, g) in &s.queues {
         out.push(SyncObject::MapItem {
             map: "taskQueueStats".into(),
-            key: q.clone(),
+            key: sync_size::bound(q, sync_size::MAX_KEY_CHARS).into_owned(),
             data: json!({
                 // TaskRouter statistics names, as the original's Flex plugin reads them.
-                "realtime": {
-                    "tasks_by_status": g.realtime.tasks_by_status,
-                    "total_tasks": g.realtime.total_tasks,
-                    "longest_task_waiting_age": g.realtime.longest_task_waiting_age,
-                    "longest_task_waiting_sid": g.realtime.longest_task_waiting_sid,
-                },
+                "realtime": realtime(&g.realtime),
                 "cumulative": {
                     "tasks_entered": g.today.tasks_created,
                     "tasks_canceled": g.today.tasks_abandoned + g.today.tasks_short_abandoned,

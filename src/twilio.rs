@@ -1,8 +1,13 @@
 //! A small Twilio REST client (reqwest with rustls): Basic auth with the account SID and
 //! auth token, or an API key and secret; base URLs from config so tests and proxies can
-//! point elsewhere; timeouts; retries with exponential backoff and full jitter on 429,
-//! 5xx and connection errors, honouring `Retry-After` when present. Errors carry
-//! Twilio's code and message; credentials never appear in logs or errors.
+//! point elsewhere; timeouts; retries with exponential backoff and full jitter,
+//! honouring `Retry-After` when present. Errors carry Twilio's code and message;
+//! credentials never appear in logs or errors.
+//!
+//! Retries depend on the request's [`Idempotency`]: one that may be repeated is retried
+//! on 429, 5xx and any connection error; one that must not be applied twice (appending a
+//! Sync list item) only where Twilio certainly did not process it: 429 (Twilio documents
+//! it as never processed) and connections that could not be made.
 
 use crate::config::{Config, Secret};
 use rand::Rng;
@@ -17,8 +22,14 @@ pub enum TwilioError {
         code: Option<i64>,
         message: String,
     },
+    /// `sent`: the request may have reached Twilio (a timeout or a connection lost after
+    /// sending), so it may have been applied.
     #[error("cannot reach Twilio at {url}: {reason}")]
-    Transport { url: String, reason: String },
+    Transport {
+        url: String,
+        reason: String,
+        sent: bool,
+    },
     #[error("unexpected answer from Twilio at {url}: {reason}")]
     Decode { url: String, reason: String },
     #[error("invalid Twilio client configuration: {0}")]
@@ -38,6 +49,29 @@ impl TwilioError {
             _ => None,
         }
     }
+
+    /// Whether the request may have been applied although it failed: a 5xx, a timeout,
+    /// a connection lost after sending, or a success answer that could not be read.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            TwilioError::Api { status, .. } => *status >= 500,
+            TwilioError::Transport { sent, .. } => *sent,
+            TwilioError::Decode { .. } => true,
+            TwilioError::Config(_) => false,
+        }
+    }
+}
+
+/// Whether a request may be sent more than once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Repeating it changes nothing more (reads, deletes, updates, creates with a unique
+    /// name or key): retried on 429, 5xx and connection errors.
+    Idempotent,
+    /// Repeating it could apply it twice (appending a list item): retried only on 429
+    /// and on connections that could not be made. Other failures are returned, and
+    /// [`TwilioError::outcome_unknown`] says whether it may have been applied.
+    Once,
 }
 
 #[derive(Clone)]
@@ -106,7 +140,10 @@ impl TwilioClient {
 
     /// GET; `Ok(None)` on 404.
     pub async fn get(&self, url: &str) -> Result<Option<Value>, TwilioError> {
-        match self.send(reqwest::Method::GET, url, &[]).await {
+        match self
+            .send(reqwest::Method::GET, url, &[], Idempotency::Idempotent)
+            .await
+        {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.status() == Some(404) => Ok(None),
             Err(e) => Err(e),
@@ -115,17 +152,33 @@ impl TwilioClient {
 
     /// GET one page (or any resource); a 404 is an error.
     pub async fn get_page(&self, url: &str) -> Result<Value, TwilioError> {
-        self.send(reqwest::Method::GET, url, &[]).await
+        self.send(reqwest::Method::GET, url, &[], Idempotency::Idempotent)
+            .await
     }
 
-    /// POST form parameters.
+    /// POST form parameters of an idempotent request (an update, a create with a unique
+    /// name or key): retried like a read.
     pub async fn post(&self, url: &str, form: &[(&str, String)]) -> Result<Value, TwilioError> {
-        self.send(reqwest::Method::POST, url, form).await
+        self.send(reqwest::Method::POST, url, form, Idempotency::Idempotent)
+            .await
+    }
+
+    /// POST that must not be applied twice (appending a list item): see
+    /// [`Idempotency::Once`].
+    pub async fn post_once(
+        &self,
+        url: &str,
+        form: &[(&str, String)],
+    ) -> Result<Value, TwilioError> {
+        self.send(reqwest::Method::POST, url, form, Idempotency::Once)
+            .await
     }
 
     /// DELETE.
     pub async fn delete(&self, url: &str) -> Result<(), TwilioError> {
-        self.send(reqwest::Method::DELETE, url, &[]).await.map(drop)
+        self.send(reqwest::Method::DELETE, url, &[], Idempotency::Idempotent)
+            .await
+            .map(drop)
     }
 
     /// Every item of a paged list, following `meta.next_page_url`.
@@ -141,7 +194,9 @@ impl TwilioClient {
                     reason: "more than 10000 pages; giving up".into(),
                 });
             }
-            let page = self.send(reqwest::Method::GET, &url, &[]).await?;
+            let page = self
+                .send(reqwest::Method::GET, &url, &[], Idempotency::Idempotent)
+                .await?;
             let items =
                 page.get(key)
                     .and_then(Value::as_array)
@@ -165,7 +220,9 @@ impl TwilioClient {
         method: reqwest::Method,
         url: &str,
         form: &[(&str, String)],
+        idempotency: Idempotency,
     ) -> Result<Value, TwilioError> {
+        let once = idempotency == Idempotency::Once;
         let mut attempt = 0;
         loop {
             let mut req = self
@@ -186,11 +243,15 @@ impl TwilioClient {
                         reason.push_str(&format!(": {inner}"));
                         src = inner.source();
                     }
+                    // A connect error (refused, DNS, TLS handshake, connect timeout) sent
+                    // nothing; anything later may have reached Twilio.
+                    let sent = !e.is_connect();
                     let err = TwilioError::Transport {
                         url: url.to_owned(),
                         reason,
+                        sent,
                     };
-                    (true, err, None)
+                    (!(once && sent), err, None)
                 }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -200,7 +261,17 @@ impl TwilioClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(|s| Duration::from_secs(s.min(60)));
-                    let text = resp.text().await.unwrap_or_default();
+                    let text = match resp.text().await {
+                        Ok(t) => t,
+                        // The answer was cut off: for a success, what it said is unknown.
+                        Err(e) if (200..300).contains(&status) => {
+                            return Err(TwilioError::Decode {
+                                url: url.to_owned(),
+                                reason: e.without_url().to_string(),
+                            })
+                        }
+                        Err(_) => String::new(),
+                    };
                     if (200..300).contains(&status) {
                         if text.trim().is_empty() {
                             return Ok(Value::Null);
@@ -220,7 +291,8 @@ impl TwilioClient {
                             .map(str::to_owned)
                             .unwrap_or_else(|| text.chars().take(200).collect()),
                     };
-                    (status == 429 || status >= 500, err, retry_after)
+                    let retry = status == 429 || (status >= 500 && !once);
+                    (retry, err, retry_after)
                 }
             };
             if !retry || attempt >= self.max_retries {

@@ -225,7 +225,7 @@ target = { type = "document", name = "jobSlow" }
 [[jobs]]
 name = "huge"
 schedule = "* * * * * *"
-sql = "SELECT repeat('x', 20000) AS big"
+sql = "SELECT repeat('x', 20000) AS big, 1 AS small"
 target = { type = "document", name = "jobHuge" }
 
 [[jobs]]
@@ -286,17 +286,15 @@ target = { type = "document", name = "jobFast" }
             .is_some_and(|e| e.contains("no_such_column")),
         "{r}"
     );
+    // Over 16 KiB: published without the field that does not fit, and said so.
+    assert_eq!(jobs["huge"]["last_error"], Value::Null, "{r}");
     assert!(
-        jobs["huge"]["last_error"]
+        jobs["huge"]["last_warning"]
             .as_str()
-            .is_some_and(|e| e.contains("16 KiB")),
+            .is_some_and(|e| e.contains("16 KiB") && e.contains("big")),
         "{r}"
     );
-    assert_eq!(
-        stub.document(IS, "jobHuge"),
-        None,
-        "over 16 KiB is never sent"
-    );
+    assert_eq!(stub.document(IS, "jobHuge"), Some(json!({"small": 1})));
     assert_eq!(stub.document(IS, "jobFast"), Some(json!({"n": 0})));
     assert_eq!(stub.document(IS, "jobBroken"), None);
     // Ingest is unaffected.
@@ -322,4 +320,126 @@ target = { type = "document", name = "jobFast" }
         .unwrap();
     assert!(m.contains("trs_job_last_run_ok{job=\"slow\"} 0"), "{m}");
     assert!(m.contains("trs_job_last_run_ok{job=\"fast\"} 1"), "{m}");
+}
+
+fn sync_post_count(stub: &TwilioStub, path: &str) -> usize {
+    stub.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == path)
+        .count()
+}
+
+/// Issue 14.5: an append whose answer is lost (a 5xx or a dropped connection after Sync
+/// appended the item) is never repeated blindly: the list ends up with each row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_list_appends_are_not_duplicated_by_retries() {
+    use crate::twilio_stub::Afterwards;
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let db = TestDb::new().await;
+    let jobs = r#"
+[[jobs]]
+name = "sids"
+schedule = "* * * * * *"
+sql = "SELECT sid FROM tasks ORDER BY sid"
+target = { type = "list", name = "jobSids" }
+"#;
+    let items = format!("/v1/Services/{IS}/Lists/jobSids/Items");
+    stub.fail_after_applying("POST", &items, Afterwards::Status(500), 1);
+    stub.fail_after_applying("POST", &items, Afterwards::Drop, 1);
+    stub.fail_after_applying("POST", &items, Afterwards::Status(503), 1);
+    let mut opts = Options::new(&db.url);
+    opts.extra = extra(&stub, jobs);
+    let svc = Service::start(opts).await;
+    let cbs: Vec<_> = (1..=4)
+        .map(|n| event(n, "task.created", &format!("WT{n}"), "Sales", 0))
+        .collect();
+    assert!(post_all(&svc, &cbs, 4).await.iter().all(|s| *s == 204));
+    let want: Vec<Value> = (1..=4).map(|n| json!({"sid": format!("WT{n}")})).collect();
+    let rows = || -> Vec<Value> {
+        stub.list_items(IS, "jobSids")
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    };
+    eventually("each row once", Duration::from_secs(20), || {
+        (rows() == want)
+            .then_some(())
+            .ok_or(format!("{:?}", rows()))
+    })
+    .await;
+    assert!(
+        stub.requests().iter().any(|r| r.status == 0) && sync_post_count(&stub, &items) >= 4,
+        "the failures were served"
+    );
+    // And it stays so (a late duplicate would show up here).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rows(), want);
+    let r = svc.readyz().await;
+    assert_eq!(r["jobs"]["sids"]["last_error"], Value::Null, "{r}");
+}
+
+/// Issue 14.3: job documents, maps and lists with a TTL never expire while the service
+/// runs, unchanged or not (the list keeps its sid: it was never deleted and recreated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_objects_with_a_ttl_do_not_expire_while_the_service_runs() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let db = TestDb::new().await;
+    let jobs = r#"
+[[jobs]]
+name = "doc"
+schedule = "* * * * * *"
+sql = "SELECT count(*)::int AS n FROM tasks"
+target = { type = "document", name = "jobCount" }
+ttl_seconds = 4
+
+[[jobs]]
+name = "per_queue"
+schedule = "* * * * * *"
+sql = "SELECT task_queue_name AS queue, count(*)::int AS tasks FROM tasks GROUP BY 1"
+target = { type = "map", name = "jobQueues", key = "queue" }
+ttl_seconds = 4
+
+[[jobs]]
+name = "sids"
+schedule = "* * * * * *"
+sql = "SELECT sid FROM tasks ORDER BY sid"
+target = { type = "list", name = "jobSids" }
+ttl_seconds = 4
+"#;
+    let mut opts = Options::new(&db.url);
+    opts.extra = extra(&stub, jobs);
+    let svc = Service::start(opts).await;
+    let cbs: Vec<_> = (1..=2)
+        .map(|n| event(n, "task.created", &format!("WT{n}"), "Sales", 0))
+        .collect();
+    assert!(post_all(&svc, &cbs, 2).await.iter().all(|s| *s == 204));
+    eventually("published", Duration::from_secs(20), || {
+        let ok = stub.document(IS, "jobCount") == Some(json!({"n": 2}))
+            && stub.map_items(IS, "jobQueues").len() == 1
+            && stub.list_items(IS, "jobSids").len() == 2;
+        ok.then_some(()).ok_or("not yet".into())
+    })
+    .await;
+    let sid = |kind: &str, name: &str| stub.container(IS, kind, name).map(|c| c["sid"].clone());
+    let (map_sid, list_sid) = (sid("Maps", "jobQueues"), sid("Lists", "jobSids"));
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        assert_eq!(sid("Maps", "jobQueues"), map_sid, "the map expired");
+        assert_eq!(sid("Lists", "jobSids"), list_sid, "the list expired");
+        assert_eq!(
+            stub.map_items(IS, "jobQueues").len(),
+            1,
+            "a map item expired"
+        );
+        assert_eq!(
+            stub.list_items(IS, "jobSids").len(),
+            2,
+            "a list item expired"
+        );
+        assert!(
+            stub.document(IS, "jobCount").is_some(),
+            "the document expired"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

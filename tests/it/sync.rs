@@ -425,3 +425,194 @@ async fn reconcile_closes_only_tasks_taskrouter_says_are_gone() {
     assert_eq!(status(1).await, "pending");
     assert_eq!(status(2).await, "assigned");
 }
+
+fn task_created(n: u32, queue: &str, channel: &str) -> Vec<(String, String)> {
+    let now = chrono::Utc::now().timestamp_millis();
+    [
+        ("EventType", "task.created".to_owned()),
+        ("Sid", format!("EV{n:032x}")),
+        ("TaskSid", format!("WT{n:032x}")),
+        ("TaskAssignmentStatus", "pending".to_owned()),
+        ("TaskChannelUniqueName", channel.to_owned()),
+        ("TaskQueueName", queue.to_owned()),
+        ("TaskQueueSid", format!("WQ{n:032x}")),
+        ("TaskAge", "0".to_owned()),
+        ("TimestampMs", now.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Issue 14.3: with a TTL, nothing published expires while the service runs, changed or
+/// not: the map itself is renewed by item writes that carry `CollectionTtl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_published_expires_while_the_service_runs() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let db = TestDb::new().await;
+    let mut opts = Options::new(&db.url);
+    opts.extra = format!(
+        "{}[publish]\nttl_seconds = 4\n",
+        sync_extra(&stub, &zone_where_today_is_long())
+    );
+    let svc = Service::start(opts).await;
+    assert_eq!(
+        svc.post(&task_created(1, "Support", "chat")).await.unwrap(),
+        204
+    );
+    eventually("published", Duration::from_secs(20), || async {
+        let items = stub.map_items(IS, "taskQueueStats");
+        let d = stub.document(IS, "workspaceActiveTaskCount");
+        (items.contains_key("Support") && d.is_some_and(|d| d["chat"] == 1))
+            .then_some(())
+            .ok_or(format!("{items:?}"))
+    })
+    .await;
+    let map_sid = stub.container(IS, "Maps", "taskQueueStats").unwrap()["sid"].clone();
+    // Nothing changes for three TTLs: the same map and every object stay.
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let map = stub.container(IS, "Maps", "taskQueueStats");
+        assert_eq!(
+            map.map(|m| m["sid"].clone()),
+            Some(map_sid.clone()),
+            "the map expired"
+        );
+        assert!(stub.map_items(IS, "taskQueueStats").contains_key("Support"));
+        for doc in [
+            "workspaceActiveTaskCount",
+            "workspaceCapacity",
+            "workspaceSummary",
+        ] {
+            assert!(stub.document(IS, doc).is_some(), "{doc} expired");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let item_writes: Vec<_> = stub
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/Maps/taskQueueStats/Items"))
+        .collect();
+    assert!(!item_writes.is_empty());
+    for r in &item_writes {
+        let has = |k: &str| r.form.iter().any(|(n, v)| n == k && v == "4");
+        assert!(has("ItemTtl") && has("CollectionTtl"), "{:?}", r.form);
+    }
+}
+
+async fn delete(stub: &TwilioStub, path: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(format!("{}/v1/Services/{IS}/{path}", stub.base_url()))
+        .basic_auth(AC, Some(AUTH_TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Issue 14.4: a document or map that is gone (any 404, here Sync's generic 20404) is
+/// created again, then written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_documents_and_maps_are_created_again() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let db = TestDb::new().await;
+    let mut opts = Options::new(&db.url);
+    opts.extra = sync_extra(&stub, &zone_where_today_is_long());
+    let svc = Service::start(opts).await;
+    assert_eq!(
+        svc.post(&task_created(1, "Support", "chat")).await.unwrap(),
+        204
+    );
+    eventually("published", Duration::from_secs(20), || async {
+        let items = stub.map_items(IS, "taskQueueStats");
+        (items.contains_key("Support") && stub.document(IS, "workspaceActiveTaskCount").is_some())
+            .then_some(())
+            .ok_or(format!("{items:?}"))
+    })
+    .await;
+    assert_eq!(delete(&stub, "Maps/taskQueueStats").await, 204);
+    assert_eq!(
+        delete(&stub, "Documents/workspaceActiveTaskCount").await,
+        204
+    );
+    assert_eq!(
+        svc.post(&task_created(2, "Support", "chat")).await.unwrap(),
+        204
+    );
+    eventually("created again", Duration::from_secs(20), || async {
+        let items = stub.map_items(IS, "taskQueueStats");
+        let d = stub.document(IS, "workspaceActiveTaskCount");
+        (items
+            .get("Support")
+            .is_some_and(|i| i["realtime"]["total_tasks"] == 2)
+            && d.as_ref().is_some_and(|d| d["chat"] == 2))
+        .then_some(())
+        .ok_or(format!("{items:?} {d:?}"))
+    })
+    .await;
+    let not_found: Vec<_> = stub
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 404)
+        .map(|r| r.path)
+        .collect();
+    assert!(!not_found.is_empty(), "the stand-in answered 404s");
+}
+
+/// Issue 14.9: one signed callback with a 100 KB channel name and one with a long queue
+/// name: every summary is still published, keys bounded, nothing over 16 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_name_never_stops_publishing() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let db = TestDb::new().await;
+    let mut opts = Options::new(&db.url);
+    opts.extra = sync_extra(&stub, &zone_where_today_is_long());
+    let svc = Service::start(opts).await;
+    let huge_channel = "c".repeat(100 * 1024);
+    let long_queue = "Q".repeat(1000);
+    for (n, q, ch) in [
+        (1, "Support", huge_channel.as_str()),
+        (2, long_queue.as_str(), "chat"),
+        (3, "Support", "chat"),
+    ] {
+        assert_eq!(svc.post(&task_created(n, q, ch)).await.unwrap(), 204);
+    }
+    eventually(
+        "every summary published",
+        Duration::from_secs(20),
+        || async {
+            let active = stub
+                .document(IS, "workspaceActiveTaskCount")
+                .ok_or("no active count")?;
+            let summary = stub.document(IS, "workspaceSummary").ok_or("no summary")?;
+            let items = stub.map_items(IS, "taskQueueStats");
+            if active["chat"] != 2 || summary["realtime"]["total_tasks"] != 3 {
+                return Err(format!("{active} {}", summary["realtime"]));
+            }
+            if items.len() != 2 || !items.contains_key("Support") {
+                return Err(format!(
+                    "{:?}",
+                    items.keys().map(|k| k.len()).collect::<Vec<_>>()
+                ));
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let items = stub.map_items(IS, "taskQueueStats");
+    let long_key = items.keys().find(|k| k.starts_with("QQQ")).unwrap();
+    assert!(long_key.chars().count() <= 320, "{}", long_key.len());
+    let active = stub.document(IS, "workspaceActiveTaskCount").unwrap();
+    let channel_key = active
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| k.starts_with("ccc"))
+        .expect("the long channel, under a bounded key");
+    assert!(channel_key.chars().count() <= 256, "{}", channel_key.len());
+    assert!(
+        !stub.requests().iter().any(|r| r.status == 400),
+        "nothing refused"
+    );
+}

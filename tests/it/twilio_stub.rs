@@ -8,7 +8,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +30,7 @@ const WRITES_PER_SECOND: usize = 20;
 /// Largest `PageSize` of the ordinary lists; Conversations lists stop at 100.
 const MAX_PAGE_SIZE: usize = 1000;
 const MAX_CONVERSATIONS_PAGE_SIZE: usize = 100;
+const MAX_SYNC_PAGE_SIZE: usize = 100;
 const TASK_STATUSES: [&str; 6] = [
     "pending",
     "reserved",
@@ -129,6 +129,26 @@ struct State {
     operations: std::collections::BTreeSet<String>,
     /// Whether dropping the stub fails the test when `violations` is not empty.
     strict: bool,
+    /// Added to the wall clock for Sync expiry (`advance`).
+    clock_offset: chrono::Duration,
+    /// Failures served after the request was processed (`fail_after_applying`).
+    after: Vec<AfterRule>,
+}
+
+/// What the client gets instead of the real answer to a request that was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Afterwards {
+    /// A Twilio error body with this status.
+    Status(u16),
+    /// The connection is closed without an answer (a reset or timeout as the client sees it).
+    Drop,
+}
+
+struct AfterRule {
+    method: String,
+    path_prefix: String,
+    outcome: Afterwards,
+    left: usize,
 }
 
 struct Ctx {
@@ -179,6 +199,8 @@ impl TwilioStub {
             violations: Vec::new(),
             operations: Default::default(),
             strict: true,
+            clock_offset: chrono::Duration::zero(),
+            after: Vec::new(),
         }));
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(serve(listener, state.clone(), rx));
@@ -346,6 +368,48 @@ impl TwilioStub {
         }
     }
 
+    /// Makes Sync's clock jump forward by `d`: whatever expires within `d` is gone (404)
+    /// from now on, as if that much time had passed.
+    pub fn advance(&self, d: Duration) {
+        let d = chrono::Duration::from_std(d).expect("twilio stub: advance");
+        self.lock().clock_offset += d;
+    }
+
+    /// The next `n` requests with this method whose path starts with `path_prefix` are
+    /// processed as usual (a list item is appended, a document written…), and then the
+    /// client gets `outcome` instead of the real answer. Only requests that succeeded
+    /// count; they are recorded with the status sent (0 for `Afterwards::Drop`).
+    pub fn fail_after_applying(
+        &self,
+        method: &str,
+        path_prefix: &str,
+        outcome: Afterwards,
+        n: usize,
+    ) {
+        if n > 0 {
+            self.lock().after.push(AfterRule {
+                method: method.to_string(),
+                path_prefix: path_prefix.to_string(),
+                outcome,
+                left: n,
+            });
+        }
+    }
+
+    /// A map (`kind` "Maps") or list ("Lists") resource as the API shows it (`sid`,
+    /// `date_expires`…), looked up by unique name or sid; None when missing or expired.
+    pub fn container(&self, service_sid: &str, kind: &str, name: &str) -> Option<Value> {
+        let mut st = self.lock();
+        let env = st.env(service_sid);
+        let svc = st.services.get_mut(service_sid)?;
+        svc.purge(env.now);
+        match kind {
+            "Maps" => svc.map(name).map(|i| map_json(&env, &svc.maps[i].meta)),
+            "Lists" => svc.list(name).map(|i| list_json(&env, &svc.lists[i].meta)),
+            _ => None,
+        }
+    }
+
     /// The `data` of a document, looked up by unique name (or sid).
     pub fn document(&self, service_sid: &str, unique_name: &str) -> Option<Value> {
         self.with_service(service_sid, |s| {
@@ -423,8 +487,9 @@ impl TwilioStub {
 
     fn with_service<T>(&self, sid: &str, f: impl FnOnce(&Service) -> Option<T>) -> Option<T> {
         let mut st = self.lock();
+        let now = st.now();
         let svc = st.services.get_mut(sid)?;
-        svc.purge(Utc::now());
+        svc.purge(now);
         f(svc)
     }
 }
@@ -478,10 +543,11 @@ async fn serve(
     }
 }
 
+/// `Err` makes hyper close the connection without an answer (`Afterwards::Drop`).
 async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let at = Instant::now();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
@@ -503,7 +569,7 @@ async fn handle(
             .collect(),
         form: form_urlencoded::parse(&body).into_owned().collect(),
     };
-    let reply = {
+    let (reply, dropped) = {
         let mut st = lock(&state);
         match crate::oai::check(&ctx.method, &ctx.path, &ctx.query, &ctx.form) {
             Ok(op) => {
@@ -513,23 +579,65 @@ async fn handle(
                 .violations
                 .push(format!("{} {}: {v}", ctx.method, ctx.path)),
         }
-        let reply = st.process(&ctx, auth.as_deref());
+        let mut reply = st.process(&ctx, auth.as_deref());
+        let mut dropped = false;
+        match st.after_applying(&ctx, reply.status) {
+            Some(Afterwards::Status(s)) => reply = injected(s),
+            Some(Afterwards::Drop) => dropped = true,
+            None => {}
+        }
         let rec = Recorded {
             method: ctx.method,
             path: ctx.path,
             query: raw_query,
             form: ctx.form,
-            status: reply.status,
+            status: if dropped { 0 } else { reply.status },
             at,
         };
         let pos = st.requests.partition_point(|r| r.at <= at);
         st.requests.insert(pos, rec);
-        reply
+        (reply, dropped)
     };
+    if dropped {
+        return Err(std::io::Error::other(
+            "twilio stub: connection dropped after applying",
+        ));
+    }
     Ok(reply.into_response())
 }
 
 impl State {
+    /// Sync's clock: the wall clock plus `advance`d time.
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.clock_offset
+    }
+
+    fn env(&self, is: &str) -> Env {
+        Env {
+            url: format!("{}/v1/Services/{is}", self.base_url),
+            account_sid: self.account_sid.clone(),
+            service_sid: is.to_string(),
+            now: self.now(),
+        }
+    }
+
+    /// The `fail_after_applying` outcome for a request that got `status`, if one is due.
+    fn after_applying(&mut self, c: &Ctx, status: u16) -> Option<Afterwards> {
+        if !(200..300).contains(&status) {
+            return None;
+        }
+        let i = self
+            .after
+            .iter()
+            .position(|r| r.method == c.method && c.path.starts_with(&r.path_prefix))?;
+        let outcome = self.after[i].outcome;
+        self.after[i].left -= 1;
+        if self.after[i].left == 0 {
+            self.after.remove(i);
+        }
+        Some(outcome)
+    }
+
     fn process(&mut self, c: &Ctx, auth: Option<&str>) -> Reply {
         if !self.authorized(auth) {
             let mut r = Reply::err(401, 20003, "Authenticate");
@@ -720,17 +828,18 @@ impl State {
         }
     }
 
+    /// Sync. TTL parameters follow twilio_sync_v1.json: a document's `Ttl`; a map's or
+    /// list's `CollectionTtl` (alias `Ttl`, ignored when both are given) at its creation or
+    /// update, or `CollectionTtl` on an item create/update (an update only together with
+    /// `Data` or an item TTL); an item's `ItemTtl` (alias `Ttl`). Unknown objects are
+    /// generic 404s (20404), as the API answers for a missing map, list or item.
     fn sync(&mut self, c: &Ctx, is: &str, rest: &[&str]) -> Res {
-        let env = Env {
-            url: format!("{}/v1/Services/{is}", self.base_url),
-            account_sid: self.account_sid.clone(),
-            service_sid: is.to_string(),
-            now: Utc::now(),
-        };
+        let env = self.env(is);
         let svc = self.services.entry(is.to_string()).or_default();
         svc.purge(env.now);
         let lim = &mut self.limiter;
         let rate_key = |sid: &str| format!("{is}/{sid}");
+        let gone = || not_found(c);
         match (c.method.as_str(), rest) {
             ("POST", ["Documents"]) => {
                 let data = parse_data(c)?.unwrap_or_else(|| json!({}));
@@ -747,7 +856,7 @@ impl State {
             }
             ("GET", ["Documents"]) => {
                 let items = svc.docs.iter().map(|d| doc_json(&env, d)).collect();
-                Ok(page(
+                Ok(sync_page(
                     &self.base_url,
                     &self.empty_lists,
                     c,
@@ -756,9 +865,7 @@ impl State {
                 ))
             }
             (m, ["Documents", id]) => {
-                let i = svc
-                    .doc(id)
-                    .ok_or_else(|| Reply::err(404, 54100, "Document not found"))?;
+                let i = svc.doc(id).ok_or_else(gone)?;
                 let key = rate_key(&svc.docs[i].sid);
                 match m {
                     "GET" => Ok(Reply::json(200, doc_json(&env, &svc.docs[i]))),
@@ -780,7 +887,7 @@ impl State {
                 }
             }
             ("POST", ["Maps"]) => {
-                let ttl = parse_ttl(c, &["Ttl", "CollectionTtl"])?;
+                let ttl = parse_ttl(c, &["CollectionTtl", "Ttl"])?;
                 let name = c.param("UniqueName").map(str::to_string);
                 if name.as_deref().is_some_and(|n| svc.map(n).is_some()) {
                     return Err(Reply::err(409, 54301, "Unique name already exists"));
@@ -796,19 +903,23 @@ impl State {
             }
             ("GET", ["Maps"]) => {
                 let items = svc.maps.iter().map(|m| map_json(&env, &m.meta)).collect();
-                Ok(page(&self.base_url, &self.empty_lists, c, "maps", items))
+                Ok(sync_page(
+                    &self.base_url,
+                    &self.empty_lists,
+                    c,
+                    "maps",
+                    items,
+                ))
             }
             (m, ["Maps", id, rest @ ..]) => {
-                let i = svc
-                    .map(id)
-                    .ok_or_else(|| Reply::err(404, 54200, "Map not found"))?;
+                let i = svc.map(id).ok_or_else(gone)?;
                 let key = rate_key(&svc.maps[i].meta.sid);
                 let map = &mut svc.maps[i];
                 match (m, rest) {
                     ("GET", []) => Ok(Reply::json(200, map_json(&env, &map.meta))),
                     ("POST", []) => {
                         lim.check(&key)?;
-                        let ttl = parse_ttl(c, &["Ttl", "CollectionTtl"])?;
+                        let ttl = parse_ttl(c, &["CollectionTtl", "Ttl"])?;
                         map.meta.update(None, ttl, env.now);
                         lim.record(key);
                         Ok(Reply::json(200, map_json(&env, &map.meta)))
@@ -820,15 +931,23 @@ impl State {
                         Ok(Reply::empty(204))
                     }
                     ("GET", ["Items"]) => {
+                        let from = c.param("From").map(str::to_string);
                         let mut items: Vec<Value> = map
                             .items
-                            .values()
-                            .map(|e| item_json(&env, map, e))
+                            .iter()
+                            .filter(|(k, _)| from.as_ref().is_none_or(|f| in_bounds(c, *k, f)))
+                            .map(|(_, e)| item_json(&env, map, e))
                             .collect();
                         if c.param("Order") == Some("desc") {
                             items.reverse();
                         }
-                        Ok(page(&self.base_url, &self.empty_lists, c, "items", items))
+                        Ok(sync_page(
+                            &self.base_url,
+                            &self.empty_lists,
+                            c,
+                            "items",
+                            items,
+                        ))
                     }
                     ("POST", ["Items"]) => {
                         let k = c.param("Key").ok_or_else(|| {
@@ -839,28 +958,30 @@ impl State {
                             Reply::err(400, 20001, "Missing required parameter Data")
                         })?;
                         let ttl = parse_ttl(c, &["ItemTtl", "Ttl"])?;
+                        let collection_ttl = parse_ttl(c, &["CollectionTtl"])?;
                         if map.items.contains_key(k) {
                             return Err(Reply::err(409, 54208, "Item already exists"));
                         }
                         let e = Entry::new("", Some(k.to_string()), data, ttl, env.now);
                         let body = item_json(&env, map, &e);
                         map.items.insert(k.to_string(), e);
+                        map.meta.renew(collection_ttl, env.now);
                         lim.record(key);
                         Ok(Reply::json(201, body))
                     }
                     (m, ["Items", k]) => {
                         if !map.items.contains_key(*k) {
-                            return Err(Reply::err(404, 54201, "Item not found"));
+                            return Err(gone());
                         }
                         match m {
                             "GET" => Ok(Reply::json(200, item_json(&env, map, &map.items[*k]))),
                             "POST" => {
                                 lim.check(&key)?;
-                                let data = parse_data(c)?;
-                                let ttl = parse_ttl(c, &["ItemTtl", "Ttl"])?;
+                                let (data, ttl, collection_ttl) = item_update(c)?;
                                 if let Some(e) = map.items.get_mut(*k) {
                                     e.update(data, ttl, env.now);
                                 }
+                                map.meta.renew(collection_ttl, env.now);
                                 lim.record(key);
                                 Ok(Reply::json(200, item_json(&env, map, &map.items[*k])))
                             }
@@ -873,11 +994,11 @@ impl State {
                             _ => Err(Reply::err(405, 20004, "Method not allowed")),
                         }
                     }
-                    _ => Err(not_found(c)),
+                    _ => Err(gone()),
                 }
             }
             ("POST", ["Lists"]) => {
-                let ttl = parse_ttl(c, &["Ttl", "CollectionTtl"])?;
+                let ttl = parse_ttl(c, &["CollectionTtl", "Ttl"])?;
                 let name = c.param("UniqueName").map(str::to_string);
                 if name.as_deref().is_some_and(|n| svc.list(n).is_some()) {
                     return Err(Reply::err(409, 54301, "Unique name already exists"));
@@ -894,19 +1015,23 @@ impl State {
             }
             ("GET", ["Lists"]) => {
                 let items = svc.lists.iter().map(|l| list_json(&env, &l.meta)).collect();
-                Ok(page(&self.base_url, &self.empty_lists, c, "lists", items))
+                Ok(sync_page(
+                    &self.base_url,
+                    &self.empty_lists,
+                    c,
+                    "lists",
+                    items,
+                ))
             }
             (m, ["Lists", id, rest @ ..]) => {
-                let i = svc
-                    .list(id)
-                    .ok_or_else(|| Reply::err(404, 54150, "List not found"))?;
+                let i = svc.list(id).ok_or_else(gone)?;
                 let key = rate_key(&svc.lists[i].meta.sid);
                 let list = &mut svc.lists[i];
                 match (m, rest) {
                     ("GET", []) => Ok(Reply::json(200, list_json(&env, &list.meta))),
                     ("POST", []) => {
                         lim.check(&key)?;
-                        let ttl = parse_ttl(c, &["Ttl", "CollectionTtl"])?;
+                        let ttl = parse_ttl(c, &["CollectionTtl", "Ttl"])?;
                         list.meta.update(None, ttl, env.now);
                         lim.record(key);
                         Ok(Reply::json(200, list_json(&env, &list.meta)))
@@ -918,15 +1043,30 @@ impl State {
                         Ok(Reply::empty(204))
                     }
                     ("GET", ["Items"]) => {
+                        let from = match c.param("From") {
+                            None => None,
+                            Some(f) => Some(
+                                f.trim()
+                                    .parse::<i64>()
+                                    .map_err(|_| Reply::err(400, 20001, "Invalid From"))?,
+                            ),
+                        };
                         let mut items: Vec<Value> = list
                             .items
                             .iter()
+                            .filter(|(n, _)| from.is_none_or(|f| in_bounds(c, *n, &f)))
                             .map(|(n, e)| list_item_json(&env, list, *n, e))
                             .collect();
                         if c.param("Order") == Some("desc") {
                             items.reverse();
                         }
-                        Ok(page(&self.base_url, &self.empty_lists, c, "items", items))
+                        Ok(sync_page(
+                            &self.base_url,
+                            &self.empty_lists,
+                            c,
+                            "items",
+                            items,
+                        ))
                     }
                     ("POST", ["Items"]) => {
                         lim.check(&key)?;
@@ -934,11 +1074,13 @@ impl State {
                             Reply::err(400, 20001, "Missing required parameter Data")
                         })?;
                         let ttl = parse_ttl(c, &["ItemTtl", "Ttl"])?;
+                        let collection_ttl = parse_ttl(c, &["CollectionTtl"])?;
                         let n = list.next_index;
                         list.next_index += 1;
                         let e = Entry::new("", None, data, ttl, env.now);
                         let body = list_item_json(&env, list, n, &e);
                         list.items.insert(n, e);
+                        list.meta.renew(collection_ttl, env.now);
                         lim.record(key);
                         Ok(Reply::json(201, body))
                     }
@@ -948,7 +1090,7 @@ impl State {
                             .parse::<i64>()
                             .ok()
                             .filter(|n| list.items.contains_key(n))
-                            .ok_or_else(|| Reply::err(404, 54151, "List item not found"))?;
+                            .ok_or_else(gone)?;
                         match m {
                             "GET" => Ok(Reply::json(
                                 200,
@@ -956,11 +1098,11 @@ impl State {
                             )),
                             "POST" => {
                                 lim.check(&key)?;
-                                let data = parse_data(c)?;
-                                let ttl = parse_ttl(c, &["ItemTtl", "Ttl"])?;
+                                let (data, ttl, collection_ttl) = item_update(c)?;
                                 if let Some(e) = list.items.get_mut(&n) {
                                     e.update(data, ttl, env.now);
                                 }
+                                list.meta.renew(collection_ttl, env.now);
                                 lim.record(key);
                                 Ok(Reply::json(
                                     200,
@@ -976,10 +1118,10 @@ impl State {
                             _ => Err(Reply::err(405, 20004, "Method not allowed")),
                         }
                     }
-                    _ => Err(not_found(c)),
+                    _ => Err(gone()),
                 }
             }
-            _ => Err(not_found(c)),
+            _ => Err(gone()),
         }
     }
 }
@@ -1039,6 +1181,13 @@ impl Entry {
 
     fn live(&self, now: DateTime<Utc>) -> bool {
         self.expires.is_none_or(|e| e > now)
+    }
+
+    /// A container's expiry set by an item write's `CollectionTtl` (0: never expires).
+    fn renew(&mut self, collection_ttl: Option<i64>, now: DateTime<Utc>) {
+        if collection_ttl.is_some() {
+            self.expires = expiry(collection_ttl, now);
+        }
     }
 
     fn update(&mut self, data: Option<Value>, ttl: Option<i64>, now: DateTime<Utc>) {
@@ -1336,6 +1485,40 @@ fn parse_ttl(c: &Ctx, names: &[&str]) -> Result<Option<i64>, Reply> {
         Ok(t) if (0..=MAX_TTL).contains(&t) => Ok(Some(t)),
         _ => Err(Reply::err(400, 54011, "Invalid TTL")),
     }
+}
+
+/// An item update's `Data`, item TTL and `CollectionTtl`; the last only together with one
+/// of the others (400 otherwise, as the definitions say).
+type ItemUpdate = (Option<Value>, Option<i64>, Option<i64>);
+fn item_update(c: &Ctx) -> Result<ItemUpdate, Reply> {
+    let data = parse_data(c)?;
+    let ttl = parse_ttl(c, &["ItemTtl", "Ttl"])?;
+    let collection_ttl = parse_ttl(c, &["CollectionTtl"])?;
+    if collection_ttl.is_some() && data.is_none() && ttl.is_none() {
+        return Err(Reply::err(
+            400,
+            20001,
+            "CollectionTtl can only be used together with Data or ItemTtl",
+        ));
+    }
+    Ok((data, ttl, collection_ttl))
+}
+
+/// Whether `at` is on the requested side of `From` (`Bounds`: `inclusive`, the default,
+/// or `exclusive`), in the page's `Order`.
+fn in_bounds<T: Ord>(c: &Ctx, at: &T, from: &T) -> bool {
+    let exclusive = c.param("Bounds") == Some("exclusive");
+    match (c.param("Order") == Some("desc"), exclusive) {
+        (false, false) => at >= from,
+        (false, true) => at > from,
+        (true, false) => at <= from,
+        (true, true) => at < from,
+    }
+}
+
+/// Sync's lists: `PageSize` at most 100.
+fn sync_page(base: &str, empty: &[String], c: &Ctx, key: &str, items: Vec<Value>) -> Reply {
+    paged(base, empty, c, key, items, MAX_SYNC_PAGE_SIZE)
 }
 
 /// TTL 0 (or none) means "never expires".
@@ -1885,12 +2068,12 @@ mod tests {
         assert_eq!(stub.document(IS, "summary"), Some(json!({"b": 2})));
         assert_eq!(
             stub.get(&format!("{DOCS}/missing")).await.err(),
-            (404, 54100)
+            (404, 20404)
         );
         let g = stub
             .post(&format!("{DOCS}/missing"), &[("Data", "{}")])
             .await;
-        assert_eq!(g.err(), (404, 54100));
+        assert_eq!(g.err(), (404, 20404));
 
         let g = stub
             .post(DOCS, &[("UniqueName", "ttl"), ("Ttl", "3600")])
@@ -1948,7 +2131,7 @@ mod tests {
                 .str("/unique_name"),
             "agents"
         );
-        assert_eq!(stub.get(&format!("{MAPS}/nomap")).await.err(), (404, 54200));
+        assert_eq!(stub.get(&format!("{MAPS}/nomap")).await.err(), (404, 20404));
 
         let g = stub
             .post(
@@ -1982,12 +2165,12 @@ mod tests {
             stub.get(&format!("{ITEMS}/a%20b%2Fc")).await.body["data"],
             json!([1])
         );
-        assert_eq!(stub.get(&format!("{ITEMS}/WK9")).await.err(), (404, 54201));
+        assert_eq!(stub.get(&format!("{ITEMS}/WK9")).await.err(), (404, 20404));
         let g = stub.post(&format!("{ITEMS}/WK9"), &[("Data", "{}")]).await;
-        assert_eq!(g.err(), (404, 54201));
+        assert_eq!(g.err(), (404, 20404));
         assert_eq!(
             stub.get(&format!("{MAPS}/nomap/Items/WK1")).await.err(),
-            (404, 54200)
+            (404, 20404)
         );
         let g = stub
             .post(
@@ -1995,7 +2178,7 @@ mod tests {
                 &[("Key", "k"), ("Data", "{}")],
             )
             .await;
-        assert_eq!(g.err(), (404, 54200));
+        assert_eq!(g.err(), (404, 20404));
         assert_eq!(
             stub.post(ITEMS, &[("Key", "k"), ("Data", "{")]).await.err(),
             (400, 54001)
@@ -2071,16 +2254,16 @@ mod tests {
         assert_eq!(stub.get(LISTS).await.sids("lists").len(), 2);
         assert_eq!(
             stub.get(&format!("{LISTS}/nolist")).await.err(),
-            (404, 54150)
+            (404, 20404)
         );
         assert_eq!(
             stub.delete(&format!("{LISTS}/nolist")).await.err(),
-            (404, 54150)
+            (404, 20404)
         );
         assert_eq!(stub.delete(&format!("{LISTS}/{sid}")).await.status, 204);
         assert_eq!(
             stub.get(&format!("{LISTS}/queue")).await.err(),
-            (404, 54150)
+            (404, 20404)
         );
         assert_eq!(
             stub.post(LISTS, &[("UniqueName", "queue")]).await.status,
@@ -2215,22 +2398,22 @@ mod tests {
         // Missing items and lists.
         for path in ["0", "3", "99", "-1", "abc"] {
             let p = format!("{LIST_ITEMS}/{path}");
-            assert_eq!(stub.get(&p).await.err(), (404, 54151), "{p}");
+            assert_eq!(stub.get(&p).await.err(), (404, 20404), "{p}");
         }
         let p = format!("{LIST_ITEMS}/0");
-        assert_eq!(stub.post(&p, &[("Data", "{}")]).await.err(), (404, 54151));
-        assert_eq!(stub.delete(&p).await.err(), (404, 54151));
+        assert_eq!(stub.post(&p, &[("Data", "{}")]).await.err(), (404, 20404));
+        assert_eq!(stub.delete(&p).await.err(), (404, 20404));
         let missing = format!("{LISTS}/nolist/Items");
         assert_eq!(
             stub.post(&missing, &[("Data", "{}")]).await.err(),
-            (404, 54150)
+            (404, 20404)
         );
-        assert_eq!(stub.get(&missing).await.err(), (404, 54150));
+        assert_eq!(stub.get(&missing).await.err(), (404, 20404));
         for m in ["GET", "POST", "DELETE"] {
             let g = stub
                 .call(m, &format!("{missing}/1"), &[("Data", "{}")])
                 .await;
-            assert_eq!(g.err(), (404, 54150), "{m}");
+            assert_eq!(g.err(), (404, 20404), "{m}");
         }
     }
 
@@ -2348,6 +2531,178 @@ mod tests {
             "items count against their map: {statuses:?}"
         );
         assert!(stub.requests().iter().any(|r| r.status == 429));
+    }
+
+    fn expires_in(g: &Got, now: DateTime<Utc>) -> i64 {
+        let t = DateTime::parse_from_rfc3339(&g.str("/date_expires")).unwrap();
+        (t.with_timezone(&Utc) - now).num_seconds()
+    }
+
+    #[tokio::test]
+    async fn missing_sync_objects_are_generic_404s() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let want = |path: &str| {
+            json!({"code": 20404, "message": format!("The requested resource {path} was not found"),
+                   "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404})
+        };
+        for (m, path) in [
+            ("POST", format!("{DOCS}/nodoc")),
+            ("POST", format!("{MAPS}/nomap/Items/k")),
+            ("POST", format!("{MAPS}/nomap/Items")),
+            ("GET", format!("{LISTS}/nolist/Items")),
+            ("POST", format!("{LISTS}/nolist/Items")),
+        ] {
+            let g = stub.call(m, &path, &[("Key", "k"), ("Data", "{}")]).await;
+            assert_eq!((g.status, &g.body), (404, &want(&path)), "{m} {path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn container_ttl_follows_collection_ttl_and_item_ttl_rules() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        let now = Utc::now();
+        // CollectionTtl wins over its alias Ttl.
+        let g = stub
+            .post(
+                MAPS,
+                &[
+                    ("UniqueName", "agents"),
+                    ("Ttl", "50"),
+                    ("CollectionTtl", "100"),
+                ],
+            )
+            .await;
+        assert!(expires_in(&g, now).abs_diff(100) <= 5, "{}", g.body);
+        // An item's ItemTtl (or Ttl) is the item's own, not the map's.
+        let g = stub
+            .post(
+                ITEMS,
+                &[
+                    ("Key", "a"),
+                    ("Data", "{}"),
+                    ("ItemTtl", "1000"),
+                    ("Ttl", "7"),
+                ],
+            )
+            .await;
+        assert!(expires_in(&g, now).abs_diff(1000) <= 5, "{}", g.body);
+        let map = stub.container(IS, "Maps", "agents").unwrap();
+        let exp = DateTime::parse_from_rfc3339(map["date_expires"].as_str().unwrap()).unwrap();
+        assert!((exp.with_timezone(&Utc) - now).num_seconds().abs_diff(100) <= 5);
+        // CollectionTtl on an item write pushes the map out.
+        let g = stub
+            .post(
+                &format!("{ITEMS}/a"),
+                &[("Data", "{}"), ("CollectionTtl", "3000")],
+            )
+            .await;
+        assert_eq!(g.status, 200);
+        let map = stub.container(IS, "Maps", "agents").unwrap();
+        let exp = DateTime::parse_from_rfc3339(map["date_expires"].as_str().unwrap()).unwrap();
+        assert!((exp.with_timezone(&Utc) - now).num_seconds().abs_diff(3000) <= 5);
+        // ... but only together with Data or an item TTL.
+        let g = stub
+            .post(&format!("{ITEMS}/a"), &[("CollectionTtl", "9")])
+            .await;
+        assert_eq!(g.err(), (400, 20001));
+        // Time passes: the item (1000 s) goes, the map (3000 s) stays; then the map goes.
+        stub.advance(Duration::from_secs(1500));
+        assert_eq!(stub.get(&format!("{ITEMS}/a")).await.err(), (404, 20404));
+        assert!(stub.container(IS, "Maps", "agents").is_some());
+        stub.advance(Duration::from_secs(2000));
+        assert_eq!(
+            stub.get(&format!("{MAPS}/agents")).await.err(),
+            (404, 20404)
+        );
+        assert!(stub.container(IS, "Maps", "agents").is_none());
+
+        // Lists: the same, CollectionTtl on an append renews the list.
+        let g = stub
+            .post(LISTS, &[("UniqueName", "queue"), ("CollectionTtl", "10")])
+            .await;
+        let list_sid = g.str("/sid");
+        stub.advance(Duration::from_secs(8));
+        let g = stub
+            .post(
+                LIST_ITEMS,
+                &[("Data", "{}"), ("ItemTtl", "30"), ("CollectionTtl", "30")],
+            )
+            .await;
+        assert_eq!(g.status, 201);
+        stub.advance(Duration::from_secs(8));
+        // Without the renewal the list would be gone by now.
+        let l = stub.container(IS, "Lists", "queue").expect("list renewed");
+        assert_eq!(l["sid"], list_sid);
+        // An update with only ItemTtl keeps the list's expiry as it was.
+        let g = stub
+            .post(&format!("{LIST_ITEMS}/0"), &[("ItemTtl", "100")])
+            .await;
+        assert_eq!(g.status, 200);
+        stub.advance(Duration::from_secs(25));
+        assert!(stub.container(IS, "Lists", "queue").is_none());
+        assert_eq!(stub.get(LIST_ITEMS).await.err(), (404, 20404));
+        // Documents: Ttl, renewed by an update's Ttl; expired ones are 404s.
+        stub.post(DOCS, &[("UniqueName", "d"), ("Ttl", "10")]).await;
+        stub.advance(Duration::from_secs(8));
+        assert_eq!(
+            stub.post(&format!("{DOCS}/d"), &[("Ttl", "10")])
+                .await
+                .status,
+            200
+        );
+        stub.advance(Duration::from_secs(8));
+        assert!(stub.document(IS, "d").is_some());
+        stub.advance(Duration::from_secs(3));
+        assert_eq!(stub.get(&format!("{DOCS}/d")).await.err(), (404, 20404));
+    }
+
+    #[tokio::test]
+    async fn list_items_read_from_an_index_and_pages_stop_at_100() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        stub.post(LISTS, &[("UniqueName", "queue")]).await;
+        for i in 0..5 {
+            stub.post(LIST_ITEMS, &[("Data", &format!("[{i}]"))]).await;
+        }
+        let g = stub.get(&format!("{LIST_ITEMS}?From=2")).await;
+        assert_eq!(indexes(&g), [2, 3, 4]);
+        let g = stub
+            .get(&format!("{LIST_ITEMS}?From=2&Bounds=exclusive"))
+            .await;
+        assert_eq!(indexes(&g), [3, 4]);
+        let g = stub.get(&format!("{LIST_ITEMS}?From=2&Order=desc")).await;
+        assert_eq!(indexes(&g), [2, 1, 0]);
+        let g = stub.get(&format!("{LIST_ITEMS}?PageSize=1000")).await;
+        assert_eq!(g.body["meta"]["page_size"], 100);
+    }
+
+    #[tokio::test]
+    async fn failures_after_applying_keep_the_write() {
+        let stub = TwilioStub::start(AC, TOKEN).await;
+        stub.post(LISTS, &[("UniqueName", "queue")]).await;
+        stub.fail_after_applying("POST", LIST_ITEMS, Afterwards::Status(503), 1);
+        stub.fail_after_applying("GET", LIST_ITEMS, Afterwards::Status(500), 1);
+        let g = stub.post(LIST_ITEMS, &[("Data", "[0]")]).await;
+        assert_eq!(g.err(), (503, 20503));
+        assert_eq!(stub.list_items(IS, "queue"), [(0, json!([0]))]);
+        // A failed request does not use up the rule; the GET rule is separate.
+        assert_eq!(
+            stub.post(LIST_ITEMS, &[("Data", "{")]).await.err(),
+            (400, 54001)
+        );
+        assert_eq!(stub.get(LIST_ITEMS).await.err(), (500, 20500));
+        assert_eq!(stub.get(LIST_ITEMS).await.status, 200);
+        stub.fail_after_applying("POST", LIST_ITEMS, Afterwards::Drop, 1);
+        let url = format!("{}{LIST_ITEMS}", stub.base_url());
+        let r = reqwest::Client::new()
+            .post(&url)
+            .basic_auth(AC, Some(TOKEN))
+            .form(&[("Data", "[1]")])
+            .send()
+            .await;
+        assert!(r.is_err(), "connection dropped: {r:?}");
+        assert_eq!(stub.list_items(IS, "queue").len(), 2);
+        let statuses: Vec<u16> = stub.requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [201, 503, 400, 500, 200, 0]);
     }
 
     #[tokio::test]
