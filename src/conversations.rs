@@ -23,7 +23,7 @@ const SETTLE_SECS: f64 = 10.0;
 /// Tasks read per round.
 const BATCH: i64 = 50;
 /// Reads of one task's conversation before giving up (about 17 hours of retries).
-pub const MAX_ATTEMPTS: i32 = 14;
+pub const MAX_ATTEMPTS: i32 = 15;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -230,7 +230,8 @@ mod tests {
     fn retries_back_off_to_six_hours() {
         assert_eq!(retry_delay(1), Duration::from_secs(5));
         assert_eq!(retry_delay(2), Duration::from_secs(10));
-        assert_eq!(retry_delay(13), Duration::from_secs(6 * 3600));
+        assert_eq!(retry_delay(13), Duration::from_secs(20_480));
+        assert_eq!(retry_delay(14), Duration::from_secs(6 * 3600));
         assert_eq!(retry_delay(i32::MAX), Duration::from_secs(6 * 3600));
         let total: u64 = (1..MAX_ATTEMPTS).map(|a| retry_delay(a).as_secs()).sum();
         assert!(

@@ -217,8 +217,7 @@ async fn tasks_taskrouter_no_longer_has_end_as_their_events_say_or_as_deleted() 
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let s: Value = svc
-            .http
-            .get(svc.url("/api/summary"))
+            .admin_get("/api/summary")
             .send()
             .await
             .unwrap()

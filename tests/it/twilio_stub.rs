@@ -2545,14 +2545,18 @@ mod tests {
             json!({"code": 20404, "message": format!("The requested resource {path} was not found"),
                    "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404})
         };
-        for (m, path) in [
-            ("POST", format!("{DOCS}/nodoc")),
-            ("POST", format!("{MAPS}/nomap/Items/k")),
-            ("POST", format!("{MAPS}/nomap/Items")),
-            ("GET", format!("{LISTS}/nolist/Items")),
-            ("POST", format!("{LISTS}/nolist/Items")),
+        for (m, path, form) in [
+            ("POST", format!("{DOCS}/nodoc"), &[("Data", "{}")][..]),
+            ("POST", format!("{MAPS}/nomap/Items/k"), &[("Data", "{}")]),
+            (
+                "POST",
+                format!("{MAPS}/nomap/Items"),
+                &[("Key", "k"), ("Data", "{}")],
+            ),
+            ("GET", format!("{LISTS}/nolist/Items"), &[]),
+            ("POST", format!("{LISTS}/nolist/Items"), &[("Data", "{}")]),
         ] {
-            let g = stub.call(m, &path, &[("Key", "k"), ("Data", "{}")]).await;
+            let g = stub.call(m, &path, form).await;
             assert_eq!((g.status, &g.body), (404, &want(&path)), "{m} {path}");
         }
     }
