@@ -141,9 +141,9 @@ impl Fetcher {
                  WHERE t.conversation_sid IS NOT NULL AND t.messages_fetched_at IS NULL \
                  AND coalesce(t.task_channel_unique_name, '') <> 'voice' \
                  AND t.task_assignment_status IN ('completed', 'canceled', 'deleted') \
-                 AND t.ended_at < now() - make_interval(secs => $1) \
+                 AND coalesce(t.ended_at, t.last_event_at) < now() - make_interval(secs => $1) \
                  AND (t.messages_fetch_after IS NULL OR t.messages_fetch_after <= now()) \
-                 ORDER BY t.ended_at LIMIT $2",
+                 ORDER BY coalesce(t.ended_at, t.last_event_at) LIMIT $2",
                 &[&SETTLE_SECS, &BATCH],
             )
             .await?

@@ -664,7 +664,8 @@ impl Store {
     }
 
     /// Recomputes the message metrics of the messaging tasks of the given conversations
-    /// (see [`messages`]). Runs in its own short transaction (from [`Store::refresh_dirty`]):
+    /// (see [`messages`]). A task that ended as `deleted` (gone from TaskRouter, its end
+    /// unknown) ends, for its messages, at its last event. Runs in its own short transaction (from [`Store::refresh_dirty`]):
     /// it writes only the message columns, which task upserts never touch. A task row
     /// locked by a concurrent upsert is left for a later round (its conversation is
     /// marked again), so the refresh never makes a worker wait longer than its own commit.
@@ -677,7 +678,8 @@ impl Store {
             .prepare_cached(
                 "SELECT t.sid, t.conversation_sid, \
                         (extract(epoch from t.task_created) * 1000)::int8, \
-                        (extract(epoch from t.ended_at) * 1000)::int8, \
+                        (extract(epoch from coalesce(t.ended_at, CASE WHEN t.task_assignment_status = 'deleted' \
+                                                          THEN t.last_event_at END)) * 1000)::int8, \
                         coalesce((SELECT array_agg(w.worker_attributes) FROM workers w \
                                   WHERE w.worker_attributes IS NOT NULL AND w.worker_sid IN \
                                     (SELECT r.worker_sid FROM reservations r \
