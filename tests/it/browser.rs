@@ -83,14 +83,7 @@ async fn the_wallboard_shows_the_summary_and_updates_live() {
     // Wait until the summary shows all 13 tasks.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let api: serde_json::Value = svc
-            .admin_get("/api/summary")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let api: serde_json::Value = svc.summary().await;
         if api["workspace"]["today"]["tasks_created"] == 13 {
             break;
         }

@@ -323,6 +323,14 @@ auth_token = "{AUTH_TOKEN}"
         Ok(req.send().await?.status().as_u16())
     }
 
+    /// `/api/summary` as JSON (Null when it does not answer with JSON).
+    pub async fn summary(&self) -> Value {
+        match self.admin_get("/api/summary").send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
     /// `/readyz` as JSON, or Null when the service does not answer. A pooled connection
     /// the server closed (after a 413 it does not read the body) is retried.
     pub async fn readyz(&self) -> Value {

@@ -216,14 +216,7 @@ async fn tasks_taskrouter_no_longer_has_end_as_their_events_say_or_as_deleted() 
     // deleted task is neither, and no longer open.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let s: Value = svc
-            .admin_get("/api/summary")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: Value = svc.summary().await;
         let w = &s["workspace"]["last_30_minutes"];
         let got = (
             w["tasks_abandoned"].clone(),

@@ -223,14 +223,7 @@ async fn a_realistic_day_is_published_with_exact_numbers_and_retries() {
     );
 
     // The same numbers at /api/summary.
-    let api: Value = svc
-        .admin_get("/api/summary")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api: Value = svc.summary().await;
     for (q, want) in &expected {
         assert_eq!(
             api["queues"][q]["today"]["tasks_created"],
