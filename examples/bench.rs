@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use taskrouter_summarizer::signature;
+use taskrouter_summarizer::ingest::signature;
 use taskrouter_summarizer::sim::{realistic_day, DayConfig};
 
 const TOKEN: &str = "bench-token";

@@ -4,7 +4,7 @@
 //! a busy day today (3,000 tasks, 40 open), then the median of 20 summary computations.
 use std::time::Instant;
 use taskrouter_summarizer::config::Config;
-use taskrouter_summarizer::{store, summary};
+use taskrouter_summarizer::{apply::store, publish::summary};
 
 #[tokio::main]
 async fn main() {

@@ -1,46 +1,39 @@
 //! taskrouter-summarizer: durable ingest of Twilio TaskRouter Event Callbacks,
-//! summarized into Postgres.
+//! summarized into Postgres and published to Twilio Sync.
 //!
-//! Data flows one way, one module per stage:
+//! Data flows one way; one module per stage, each depending only on those above it:
 //!
-//! - [`config`]: the TOML contract, validated with every problem named.
-//! - [`http`]: `POST /ingress` verifies the signature ([`signature`]), parses the form
-//!   ([`event`]) and answers 204 only once the callback is durably in the [`queue`].
-//! - [`queue`]: the embedded sled queue with group commit, retries and dead letters.
-//! - [`dispatch`]: reads the queue in order and hands events to workers partitioned by
-//!   entity, which apply them in batched transactions through the [`store`].
-//! - [`rules`]: the pure state rules that turn events into rows.
-//! - [`store`]: Postgres (pool, embedded migrations, batched idempotent apply).
-//! - [`sources`]: Event Streams deliveries and REST Events mapped onto callback params;
-//!   [`backfill`] reads missed events from TaskRouter's REST Events.
-//! - [`rebuild`] recomputes the state tables from the raw events; [`retention`] removes
-//!   old raw events.
-//! - [`server`]: composes the stages and runs them until the shutdown future resolves.
+//! - [`config`]: the TOML contract; [`config::validate`] names every problem.
+//! - [`event`]: the event model every stage shares (params, times, sids, queue entries).
+//! - [`schedule`]: cron helpers for the stages that run on a schedule.
+//! - [`metrics`]: counters and gauges, rendered as Prometheus text.
+//! - [`queue`]: the embedded durable queue (sled): append with group commit, read a
+//!   batch in order, ack, retries and dead letters.
+//! - [`ingest`]: HTTP: the webhooks (TaskRouter form callbacks, Event Streams,
+//!   Conversations) verified ([`ingest::signature`]) and acknowledged only once durably
+//!   queued; the admin side (wallboard, SSE, `/api`, `/metrics`, `/readyz`).
+//! - [`apply`]: the dispatcher hands queued events to workers partitioned by entity,
+//!   which merge them through the pure [`apply::rules`] into Postgres ([`apply::store`])
+//!   in batched, idempotent transactions; [`apply::messages`] holds the message rules.
+//! - [`publish`]: summaries ([`publish::summary`]) to the live hub and to Twilio Sync
+//!   (one publisher elected by an advisory lock), and user-defined jobs.
+//! - [`twilio`]: the REST client, and what callbacks cannot tell: REST sync and
+//!   reconciliation, the Events backfill and catch-up, Conversations messages.
+//! - [`maintenance`]: rebuild the state tables from the raw events; retention.
+//! - [`sim`]: the simulated contact center, `simulate` and `demo`.
+//! - [`app`]: composes the stages and runs them until the shutdown future resolves.
+//! - [`cli`]: the body of each command of the binary.
 
-pub mod backfill;
+pub mod app;
+pub mod apply;
+pub mod cli;
 pub mod config;
-pub mod conversations;
-pub mod demo;
-pub mod dispatch;
 pub mod event;
-pub mod http;
-pub mod jobs;
-pub mod live;
-pub mod messages;
+pub mod ingest;
+pub mod maintenance;
 pub mod metrics;
 pub mod publish;
 pub mod queue;
-pub mod rebuild;
-pub mod retention;
-pub mod rules;
-pub mod server;
-pub mod signature;
+pub mod schedule;
 pub mod sim;
-pub mod simulate;
-pub mod sources;
-pub mod store;
-pub mod summary;
-pub mod sync_size;
-pub mod sync_writer;
-pub mod taskrouter;
 pub mod twilio;

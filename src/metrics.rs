@@ -58,6 +58,29 @@ impl Histogram {
     }
 }
 
+/// Queue depth and age, for `/readyz`, `/metrics` and `queue status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueStatus {
+    pub depth: u64,
+    pub retrying: u64,
+    pub dead_letters: u64,
+    pub oldest_age_seconds: Option<f64>,
+    pub disk_bytes: u64,
+}
+
+/// What `/metrics` and `/readyz` say about a job.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct JobStatus {
+    pub last_run_at: Option<String>,
+    pub last_duration_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// The last run published, but without entries over Sync's 16 KiB limit (named).
+    pub last_warning: Option<String>,
+    pub last_success_at: Option<String>,
+    pub runs: u64,
+    pub failures: u64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub ingress_accepted: AtomicU64,
@@ -91,7 +114,7 @@ pub struct Metrics {
     /// New events applied, by event type.
     pub applied_by_type: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// User-defined jobs, by name.
-    pub jobs: std::sync::Mutex<std::collections::BTreeMap<String, crate::jobs::JobStatus>>,
+    pub jobs: std::sync::Mutex<std::collections::BTreeMap<String, JobStatus>>,
 }
 
 impl Metrics {
@@ -103,7 +126,7 @@ impl Metrics {
     }
 
     /// Renders all metrics plus the queue gauges given.
-    pub fn render(&self, q: &crate::queue::Status) -> String {
+    pub fn render(&self, q: &QueueStatus) -> String {
         let mut s = String::new();
         let c = |a: &AtomicU64| a.load(Relaxed).to_string();
         if let Some(kib) = resident_kib() {
@@ -267,7 +290,7 @@ impl Metrics {
         }
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if !jobs.is_empty() {
-            let per_job = |f: &dyn Fn(&crate::jobs::JobStatus) -> String| -> Vec<(String, String)> {
+            let per_job = |f: &dyn Fn(&JobStatus) -> String| -> Vec<(String, String)> {
                 jobs.iter()
                     .map(|(n, st)| (format!("{{job=\"{}\"}}", n.replace('"', "'")), f(st)))
                     .collect()

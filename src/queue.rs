@@ -79,15 +79,9 @@ struct Flushed {
     result: Result<(), String>,
 }
 
-/// Queue depth and age, for `/readyz`, `/metrics` and `queue status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub depth: u64,
-    pub retrying: u64,
-    pub dead_letters: u64,
-    pub oldest_age_seconds: Option<f64>,
-    pub disk_bytes: u64,
-}
+/// Queue depth and age, for `/readyz`, `/metrics` and `queue status` (defined with the
+/// other gauges in [`crate::metrics`], which renders them).
+pub use crate::metrics::QueueStatus as Status;
 
 /// The open sled database and its trees. Replaced as a whole when the store must be
 /// reopened (see [`Queue::recover`]).

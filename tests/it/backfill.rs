@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 use taskrouter_summarizer::event::Event;
-use taskrouter_summarizer::signature;
+use taskrouter_summarizer::ingest::signature;
 use taskrouter_summarizer::sim::{realistic_day, DayConfig, SimDay};
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";

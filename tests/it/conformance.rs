@@ -8,7 +8,7 @@ use crate::twilio_stub::TwilioStub;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use taskrouter_summarizer::signature;
+use taskrouter_summarizer::ingest::signature;
 use taskrouter_summarizer::sim::{realistic_day, Callback, DayConfig};
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";

@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use taskrouter_summarizer::signature;
+use taskrouter_summarizer::ingest::signature;
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";
 const CONV: &str = "CH00000000000000000000000000000001";

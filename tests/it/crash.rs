@@ -3,7 +3,7 @@ use crate::ingest::{assert_state_matches, stored_events};
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::time::Duration;
-use taskrouter_summarizer::signature;
+use taskrouter_summarizer::ingest::signature;
 use taskrouter_summarizer::sim::{realistic_day, DayConfig};
 
 /// Kill cycles; the documented long run sets TRS_CRASH_CYCLES=20 or more.

@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use taskrouter_summarizer::signature;
+use taskrouter_summarizer::ingest::signature;
 
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789";
 pub const PUBLIC_URL: &str = "https://summarizer.test";

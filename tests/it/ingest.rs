@@ -4,10 +4,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
+use taskrouter_summarizer::apply::rules;
 use taskrouter_summarizer::config::Sla;
 use taskrouter_summarizer::event::Event;
-use taskrouter_summarizer::rules;
-use taskrouter_summarizer::signature;
+use taskrouter_summarizer::ingest::signature;
 use taskrouter_summarizer::sim::{realistic_day, DayConfig};
 
 fn json_rows<K, R: serde::Serialize>(m: &BTreeMap<K, R>) -> Vec<Value> {

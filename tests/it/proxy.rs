@@ -102,7 +102,7 @@ fn task_created(n: u32) -> Vec<(String, String)> {
 /// Posts a signed callback through `base` (a proxy); returns the status.
 async fn post_via(svc: &Service, base: &str, n: u32) -> u16 {
     let params = task_created(n);
-    let sig = taskrouter_summarizer::signature::compute(
+    let sig = taskrouter_summarizer::ingest::signature::compute(
         AUTH_TOKEN,
         &format!("{PUBLIC_URL}/ingress"),
         &params,

@@ -11,7 +11,7 @@ const AC: &str = "AC0123456789abcdef0123456789abcdef";
 const WS: &str = "WS0123456789abcdef0123456789abcdef";
 const IS: &str = "IS0123456789abcdef0123456789abcdef";
 
-use taskrouter_summarizer::demo::zone_where_today_is_long;
+use taskrouter_summarizer::sim::demo::zone_where_today_is_long;
 
 fn sync_extra(stub: &TwilioStub, tz: &str) -> String {
     format!(

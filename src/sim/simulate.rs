@@ -3,7 +3,7 @@
 //! service, at a steady rate. Deterministic for a seed. At the end it prints what the
 //! summaries should show.
 
-use crate::signature;
+use crate::ingest::signature;
 use crate::sim::{realistic_day, Callback, DayConfig, SimDay};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;

@@ -6,8 +6,8 @@
 //! The cutoff is recorded in `maintenance` before anything is removed, so `rebuild`
 //! knows which tasks lost events.
 
+use crate::apply::store::{Store, StoreError};
 use crate::config::Retention;
-use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -6,6 +6,8 @@
 //! field reads as `None`, never as an error, so no input can stop an event from being
 //! stored.
 
+pub mod sources;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -6,13 +6,13 @@
 //! other answer (403, 400, 413, 408, 503) means nothing was written. Every response
 //! body that is not 204 is JSON `{"error": "..."}` saying why.
 
+use crate::apply::store::Store;
 use crate::config::{Config, Secret};
+use crate::event::sources;
 use crate::event::{self, QueuedCallback};
+use crate::ingest::signature;
 use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueError};
-use crate::signature;
-use crate::sources;
-use crate::store::Store;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -43,7 +43,7 @@ pub struct AppState {
     pub sla: crate::config::Sla,
     /// When set, the admin endpoints require `Authorization: Bearer <token>`.
     pub admin_token: Option<Secret>,
-    pub hub: Arc<crate::live::Hub>,
+    pub hub: Arc<crate::publish::live::Hub>,
     /// Cancelled when the server stops accepting: ends long-lived (SSE) responses.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -54,7 +54,7 @@ impl AppState {
         queue: Arc<Queue>,
         store: Store,
         metrics: Arc<Metrics>,
-        hub: Arc<crate::live::Hub>,
+        hub: Arc<crate::publish::live::Hub>,
     ) -> Self {
         AppState {
             queue,
@@ -330,8 +330,12 @@ async fn route(
                     StatusCode::OK,
                     serde_json::to_value(&*s).unwrap_or_default(),
                 ),
-                None => match crate::summary::compute(st.store.pool(), &st.sla, chrono::Utc::now())
-                    .await
+                None => match crate::publish::summary::compute(
+                    st.store.pool(),
+                    &st.sla,
+                    chrono::Utc::now(),
+                )
+                .await
                 {
                     Ok(s) => respond(StatusCode::OK, serde_json::to_value(&s).unwrap_or_default()),
                     Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

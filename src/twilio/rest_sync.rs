@@ -10,13 +10,13 @@
 //! REST facts merge through the same registers as events, stamped with the time of the
 //! read ([`rules::rest_clock`]): events that happened later still win.
 
-use crate::config::Config;
-use crate::event::Event;
-use crate::rules::{
+use crate::apply::rules::{
     self, ActivityRef, ActivityState, ChannelState, Deltas, Reg, TaskState, WorkerState,
 };
-use crate::sources;
-use crate::store::Store;
+use crate::apply::store::Store;
+use crate::config::Config;
+use crate::event::sources;
+use crate::event::Event;
 use crate::twilio::{TwilioClient, TwilioError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -29,9 +29,7 @@ pub enum SyncError {
     #[error(transparent)]
     Twilio(#[from] TwilioError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error("invalid TaskRouter URL {0}")]
-    Url(String),
+    Store(#[from] crate::apply::store::StoreError),
 }
 
 impl From<tokio_postgres::Error> for SyncError {
@@ -155,28 +153,6 @@ pub fn task_from_rest(t: &Value, now: i64) -> TaskState {
 /// Statuses of a task TaskRouter still routes or works on.
 const OPEN_STATUSES: [&str; 4] = ["pending", "reserved", "assigned", "wrapping"];
 
-/// A TaskRouter URL: `base`/v1/Workspaces/`ws`/`path`…?`query`. Path segments are
-/// percent-encoded; every query pair is appended as given, so an array filter is a
-/// repeated pair (`AssignmentStatus=pending&AssignmentStatus=reserved`), as the API
-/// definitions (type `array`) and Twilio's own libraries send it.
-pub fn workspace_url(
-    base: &str,
-    ws: &str,
-    path: &[&str],
-    query: &[(&str, &str)],
-) -> Result<String, SyncError> {
-    let mut url = url::Url::parse(base).map_err(|e| SyncError::Url(format!("{base:?}: {e}")))?;
-    url.path_segments_mut()
-        .map_err(|_| SyncError::Url(format!("{base:?} cannot be a base URL")))?
-        .pop_if_empty()
-        .extend(["v1", "Workspaces", ws])
-        .extend(path);
-    if !query.is_empty() {
-        url.query_pairs_mut().extend_pairs(query);
-    }
-    Ok(url.into())
-}
-
 /// The query of the open-tasks list: one `AssignmentStatus` pair per open status.
 pub fn open_tasks_query() -> Vec<(&'static str, &'static str)> {
     let mut q: Vec<_> = OPEN_STATUSES
@@ -198,13 +174,13 @@ pub fn task_events_window(
     created: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> (DateTime<Utc>, DateTime<Utc>) {
-    let oldest = now - chrono::Duration::days(crate::backfill::RETENTION_DAYS);
+    let oldest = now - chrono::Duration::days(crate::twilio::backfill::RETENTION_DAYS);
     let start = (created - chrono::Duration::seconds(TASK_EVENTS_MARGIN_SECS))
         .max(oldest)
         .min(now);
     (
-        crate::backfill::floor_secs(start),
-        crate::backfill::ceil_secs(now),
+        crate::twilio::backfill::floor_secs(start),
+        crate::twilio::backfill::ceil_secs(now),
     )
 }
 
@@ -223,16 +199,16 @@ impl RestSync {
             .pool()
             .get()
             .await
-            .map_err(crate::store::StoreError::from)?)
+            .map_err(crate::apply::store::StoreError::from)?)
     }
 
     fn ws_url(&self, path: &[&str], query: &[(&str, &str)]) -> Result<String, SyncError> {
-        workspace_url(
+        Ok(crate::twilio::workspace_url(
             &self.client.taskrouter_url,
             &self.workspace_sid,
             path,
             query,
-        )
+        )?)
     }
 
     /// Activities, workers, and the channels of workers without known channels.
@@ -439,7 +415,7 @@ impl RestSync {
                 ],
             )
             .map_err(|e| TwilioError::Config(e.to_string()))?;
-        let items = crate::backfill::read_all_pages(&self.client, &url, "events").await?;
+        let items = crate::twilio::backfill::read_all_pages(&self.client, &url, "events").await?;
         let received = now.timestamp_millis();
         Ok(items
             .iter()
@@ -459,7 +435,7 @@ pub async fn run(sync: RestSync, cfg: Config, stop: CancellationToken) {
     loop {
         let next_reconcile = reconcile
             .as_ref()
-            .map(|s| tokio::time::Instant::now() + crate::live::until_next_tick(s));
+            .map(|s| tokio::time::Instant::now() + crate::schedule::until_next_tick(s));
         let sync_due = (interval > 0).then_some(next_sync);
         let wake = [sync_due, next_reconcile].into_iter().flatten().min();
         let Some(wake) = wake else { return };
@@ -517,7 +493,7 @@ mod tests {
 
     #[test]
     fn array_filters_are_repeated_pairs() {
-        let url = workspace_url(
+        let url = crate::twilio::workspace_url(
             "http://127.0.0.1:9/base",
             "WS1",
             &["Tasks"],
@@ -534,7 +510,7 @@ mod tests {
         assert_eq!(statuses, ["pending", "reserved", "assigned", "wrapping"]);
         assert!(!url.contains("%2C") && !url.contains(','), "{url}");
         // Path segments and values are encoded, never spliced in raw.
-        let url = workspace_url(
+        let url = crate::twilio::workspace_url(
             "http://h",
             "WS/1",
             &["Events"],
@@ -545,7 +521,7 @@ mod tests {
             url,
             "http://h/v1/Workspaces/WS%2F1/Events?StartDate=2026-01-01T00%3A00%3A00Z&TaskSid=WT+a%26b"
         );
-        assert!(workspace_url("not a url", "WS1", &[], &[]).is_err());
+        assert!(crate::twilio::workspace_url("not a url", "WS1", &[], &[]).is_err());
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! Sync list item) only where Twilio certainly did not process it: 429 (Twilio documents
 //! it as never processed) and connections that could not be made.
 
+pub mod backfill;
+pub mod conversations;
+pub mod rest_sync;
+
 use crate::config::{Config, Secret};
 use rand::Rng;
 use serde_json::Value;
@@ -307,6 +311,29 @@ impl TwilioClient {
             attempt += 1;
         }
     }
+}
+
+/// A TaskRouter URL: `base`/v1/Workspaces/`ws`/`path`…?`query`. Path segments are
+/// percent-encoded; every query pair is appended as given, so an array filter is a
+/// repeated pair (`AssignmentStatus=pending&AssignmentStatus=reserved`), as the API
+/// definitions (type `array`) and Twilio's own libraries send it.
+pub fn workspace_url(
+    base: &str,
+    ws: &str,
+    path: &[&str],
+    query: &[(&str, &str)],
+) -> Result<String, TwilioError> {
+    let mut url =
+        url::Url::parse(base).map_err(|e| TwilioError::Config(format!("{base:?}: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|_| TwilioError::Config(format!("{base:?} cannot be a base URL")))?
+        .pop_if_empty()
+        .extend(["v1", "Workspaces", ws])
+        .extend(path);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(url.into())
 }
 
 /// Percent-encodes one URL path segment (unique names and map keys may hold anything).

@@ -15,14 +15,14 @@
 //!   utilization = busy / capacity × 100.
 
 use crate::config::Sla;
-use crate::sync_size;
+use crate::publish::sync_size;
 use chrono::{DateTime, TimeZone, Utc};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-use crate::store::StoreError;
+use crate::apply::store::StoreError;
 
 /// Counters and averages of one window (today, or the last 30 minutes).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

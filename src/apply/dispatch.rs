@@ -12,10 +12,10 @@
 //!   still fails is moved to the retry tree with exponential backoff, and after
 //!   `max_attempts` to the dead-letter store. It never blocks the events behind it.
 
+use crate::apply::store::{Store, StoreError};
 use crate::event::{Event, QueuedCallback};
 use crate::metrics::Metrics;
 use crate::queue::{Item, Loc, Queue};
-use crate::store::{Store, StoreError};
 use rand::Rng;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};

@@ -3,12 +3,11 @@
 //! all read the same value (one computation, many viewers, no polling storm).
 
 use crate::config::Sla;
-use crate::summary::{self, Summary};
+use crate::publish::summary::{self, Summary};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -71,15 +70,6 @@ fn waiting(s: &Summary) -> i64 {
     by.get("pending").copied().unwrap_or(0) + by.get("reserved").copied().unwrap_or(0)
 }
 
-/// Time until the next tick of a cron schedule (1 s if it has none).
-pub fn until_next_tick(schedule: &cron::Schedule) -> Duration {
-    schedule
-        .upcoming(chrono::Utc)
-        .next()
-        .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
-        .unwrap_or(Duration::from_secs(1))
-}
-
 /// Computes the summary on every tick of `schedule` until `stop`.
 pub async fn run(
     hub: Arc<Hub>,
@@ -91,7 +81,7 @@ pub async fn run(
     let mut last_minute: Option<i64> = None;
     let mut prev_totals: Option<(String, i64, i64)> = None;
     loop {
-        let wait = until_next_tick(&schedule);
+        let wait = crate::schedule::until_next_tick(&schedule);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,

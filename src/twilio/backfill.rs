@@ -18,11 +18,11 @@
 //! which may run beside `serve` (whose queue it cannot open), applies them with the
 //! same batched transactions the queue's workers use.
 
+use crate::apply::store::{Store, StoreError};
 use crate::config::Config;
+use crate::event::sources;
 use crate::event::{Event, QueuedCallback};
 use crate::queue::{Queue, QueueError};
-use crate::sources;
-use crate::store::{Store, StoreError};
 use crate::twilio::{TwilioClient, TwilioError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -247,7 +247,7 @@ impl Backfill {
     fn page_url(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<String, BackfillError> {
         let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let page_size = PAGE_SIZE.to_string();
-        crate::taskrouter::workspace_url(
+        crate::twilio::workspace_url(
             &self.client.taskrouter_url,
             &self.workspace_sid,
             &["Events"],

@@ -12,7 +12,7 @@
 //!   ([`retry_delay`]); after [`MAX_ATTEMPTS`] the task is given up with the reason in
 //!   `tasks.messages_fetch_error` and a warning. A 404 never means "no messages".
 
-use crate::store::{Store, StoreError};
+use crate::apply::store::{Store, StoreError};
 use crate::twilio::{segment, TwilioClient, TwilioError};
 use serde_json::{json, Value};
 use std::time::Duration;

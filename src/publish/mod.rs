@@ -6,31 +6,37 @@
 //!   [`WRITES_PER_CONTAINER_PER_TICK`] writes per document or map per tick (the rest
 //!   wait for the next tick);
 //! - a missing document, map or item is created on any 404; a create that meets an
-//!   existing one becomes an update (see [`crate::sync_writer`]);
+//!   existing one becomes an update (see [`crate::publish::sync_writer`]);
 //! - with `publish.ttl_seconds`, every write renews the TTL (item writes renew their
 //!   map's too, with `CollectionTtl`), and unchanged objects are rewritten when half the
 //!   TTL has passed, so nothing published expires while we run;
 //! - names from callbacks are bounded where they become keys, and an object over 16 KiB
-//!   is published without the entries that push it over (see [`crate::sync_size`]).
+//!   is published without the entries that push it over (see [`crate::publish::sync_size`]).
 //!
 //! Several instances may share one database: exactly one publishes, the holder of a
 //! Postgres session advisory lock; when it dies its session ends and another instance
 //! takes the lock within [`LEADER_RETRY`].
 
+pub mod jobs;
+pub mod live;
+pub mod summary;
+pub mod sync_size;
+pub mod sync_writer;
+
 use crate::config::{Config, Secret, Sla};
 use crate::metrics::Metrics;
-use crate::summary::{self, SyncObject};
-use crate::sync_size::{fit, OversizeLog};
-pub use crate::sync_writer::{ListState, SyncWriter};
+use crate::publish::sync_size::{fit, OversizeLog};
+pub use crate::publish::sync_writer::{ListState, SyncWriter};
 use crate::twilio::TwilioClient;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use summary::SyncObject;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::sync_size::MAX_DATA_BYTES;
+pub use crate::publish::sync_size::MAX_DATA_BYTES;
 /// Writes per document or map per tick; ticks are at least a second apart.
 pub const WRITES_PER_CONTAINER_PER_TICK: usize = 10;
 /// How often a follower tries to become the publisher.
@@ -62,7 +68,7 @@ impl Tracker {
     pub fn should_write(&mut self, id: &str, container: &str, data: &Value, ttl: u64) -> bool {
         let prev = self.last.get(id);
         let changed = prev.is_none_or(|p| &p.data != data);
-        let ttl_due = crate::sync_writer::renew_after(ttl)
+        let ttl_due = crate::publish::sync_writer::renew_after(ttl)
             .is_some_and(|half| prev.is_some_and(|p| p.at.elapsed() >= half));
         if !changed && !ttl_due {
             return false;

@@ -8,7 +8,7 @@
 //! sync that follows when Twilio is configured; tasks that started before the retention
 //! cutoff (their events are partly removed) are left as they are.
 
-use crate::store::{Entity, Store, StoreError};
+use crate::apply::store::{Entity, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// Where a rebuild is, for a progress display.

@@ -7,14 +7,14 @@
 //! 2. inserts the events, skipping those already stored (`ON CONFLICT DO NOTHING`):
 //!    a replayed or redelivered event changes nothing (idempotency);
 //! 3. for the new events only, loads each entity's merge state, merges the events with
-//!    the pure [`rules`](crate::rules), and upserts the derived rows.
+//!    the pure [`rules`](crate::apply::rules), and upserts the derived rows.
 //!
 //! The caller deletes queue entries only after this returns `Ok` (the commit).
 
+use crate::apply::messages;
+use crate::apply::rules::{self, ChannelKey};
 use crate::config::{Config, Sla};
 use crate::event::{Event, Source};
-use crate::messages;
-use crate::rules::{self, ChannelKey};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::Serialize;
 use serde_json::{json, Value};

@@ -8,6 +8,9 @@
 //! also causal order. Ground truth is recorded from the very values written
 //! into the callbacks, so the two can never disagree.
 
+pub mod demo;
+pub mod simulate;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

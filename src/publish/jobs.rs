@@ -8,17 +8,17 @@
 //! Write discipline is the built-in publisher's: only changes, at most once a second per
 //! object, a bounded number of writes per container per tick; with a TTL, unchanged
 //! objects are renewed. Sizes: a map key over 320 characters is cut (with a hash, see
-//! [`crate::sync_size`]); a document, map item or list item over 16 KiB is published
+//! [`crate::publish::sync_size`]); a document, map item or list item over 16 KiB is published
 //! without its largest fields (for a `rows` document: without its largest rows), which
 //! the job's status reports as `last_warning`.
 //! Like the built-in summaries, only the instance holding the publisher lock publishes.
 
+use crate::apply::store::StoreError;
 use crate::config::{Config, DocShape, Job, JobTarget};
 use crate::metrics::Metrics;
+use crate::publish::summary::start_of_today;
+use crate::publish::sync_size::{self, fit, OversizeLog};
 use crate::publish::{ListState, SyncWriter, Tracker, MAX_DATA_BYTES};
-use crate::store::StoreError;
-use crate::summary::start_of_today;
-use crate::sync_size::{self, fit, OversizeLog};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::Value;
@@ -49,84 +49,7 @@ impl From<tokio_postgres::Error> for JobError {
     }
 }
 
-/// The named parameters a job's SQL may use, with their SQL types.
-pub const PARAMS: [(&str, &str); 7] = [
-    ("workspace_sid", "text"),
-    ("account_sid", "text"),
-    ("today_start", "timestamptz"),
-    ("now", "timestamptz"),
-    ("sla_threshold", "int4"),
-    ("short_abandon", "int4"),
-    ("timezone", "text"),
-];
-
-/// Rewrites `:name` parameters to `$n::type` and returns the rewritten SQL and the
-/// names in `$n` order. Casts (`::`), strings, quoted identifiers and comments are left
-/// alone. An unknown name is an error that lists the known ones.
-pub fn bind_named(sql: &str) -> Result<(String, Vec<&'static str>), String> {
-    let b = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut names: Vec<&'static str> = Vec::new();
-    let mut i = 0;
-    let mut last = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\'' | b'"' => {
-                let q = b[i];
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 2;
-            }
-            b':' if b.get(i + 1) == Some(&b':') => i += 2,
-            b':' if b
-                .get(i + 1)
-                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
-            {
-                let start = i + 1;
-                let mut end = start;
-                while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
-                    end += 1;
-                }
-                let name = &sql[start..end];
-                let Some((known, ty)) = PARAMS.iter().find(|(n, _)| *n == name) else {
-                    let list: Vec<String> = PARAMS.iter().map(|(n, _)| format!(":{n}")).collect();
-                    return Err(format!(
-                        "unknown parameter :{name} (known: {})",
-                        list.join(", ")
-                    ));
-                };
-                let n = match names.iter().position(|x| x == known) {
-                    Some(p) => p + 1,
-                    None => {
-                        names.push(known);
-                        names.len()
-                    }
-                };
-                out.push_str(&sql[last..i]);
-                out.push_str(&format!("${n}::{ty}"));
-                i = end;
-                last = end;
-            }
-            _ => i += 1,
-        }
-    }
-    out.push_str(&sql[last.min(sql.len())..]);
-    Ok((out, names))
-}
+pub use crate::config::job_sql::{bind_named, PARAMS};
 
 /// The statement a job runs: its query as rows of JSON, one more than the limit so that
 /// an overflow is detected rather than silently cut.
@@ -244,18 +167,7 @@ pub fn shape(job: &Job, rows: Vec<Value>) -> Result<Output, JobError> {
     }
 }
 
-/// What `/metrics` and `/readyz` say about a job.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct JobStatus {
-    pub last_run_at: Option<String>,
-    pub last_duration_ms: Option<u64>,
-    pub last_error: Option<String>,
-    /// The last run published, but without entries over Sync's 16 KiB limit (named).
-    pub last_warning: Option<String>,
-    pub last_success_at: Option<String>,
-    pub runs: u64,
-    pub failures: u64,
-}
+pub use crate::metrics::JobStatus;
 
 /// One job's loop.
 struct Runner {
@@ -364,7 +276,7 @@ impl Runner {
             .renew_after()
             .map(|d| (d / 2).max(Duration::from_secs(1)));
         let mut last: Option<Output> = None;
-        let mut run_at = Instant::now() + crate::live::until_next_tick(&schedule);
+        let mut run_at = Instant::now() + crate::schedule::until_next_tick(&schedule);
         loop {
             let now = Instant::now();
             let mut wake = run_at;
@@ -377,7 +289,7 @@ impl Runner {
             }
             if self.metrics.publisher_leader.load(Relaxed) != 1 {
                 last = None; // another instance publishes; our state may be stale
-                run_at = Instant::now() + crate::live::until_next_tick(&schedule);
+                run_at = Instant::now() + crate::schedule::until_next_tick(&schedule);
                 continue;
             }
             if Instant::now() < run_at {
@@ -388,7 +300,7 @@ impl Runner {
                 }
                 continue;
             }
-            run_at = Instant::now() + crate::live::until_next_tick(&schedule);
+            run_at = Instant::now() + crate::schedule::until_next_tick(&schedule);
             let started = Instant::now();
             let result = match query(&self.pool, &self.cfg, &self.job).await {
                 Ok(rows) => match shape(&self.job, rows) {
@@ -479,20 +391,6 @@ pub async fn check_sql(pool: &Pool, cfg: &Config) -> Result<Vec<String>, StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn named_parameters_become_typed_placeholders() {
-        let (sql, names) =
-            bind_named("SELECT x::text, ':now' FROM t WHERE a >= :today_start AND b = :now -- :nope\n AND c > :today_start")
-                .unwrap();
-        assert_eq!(
-            sql,
-            "SELECT x::text, ':now' FROM t WHERE a >= $1::timestamptz AND b = $2::timestamptz -- :nope\n AND c > $1::timestamptz"
-        );
-        assert_eq!(names, vec!["today_start", "now"]);
-        let e = bind_named("SELECT :bogus").unwrap_err();
-        assert!(e.contains(":bogus") && e.contains(":today_start"), "{e}");
-    }
 
     fn job(target: JobTarget) -> Job {
         Job {

@@ -3,7 +3,7 @@
 //! prints where to look. Ctrl-C stops it.
 
 use crate::config::{Config, Secret};
-use crate::{server, simulate, store};
+use crate::{apply::store, sim::simulate};
 use anyhow::{bail, Context};
 use std::time::Duration;
 
@@ -169,7 +169,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             r.elapsed.as_secs_f64()
         );
     });
-    let result = server::run(cfg, listener, async {
+    let result = crate::app::run(cfg, listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;

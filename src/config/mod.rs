@@ -3,6 +3,8 @@
 //! `check-config` can say exactly what is wrong in one pass. Secrets are wrapped in
 //! [`Secret`] and never printed.
 
+pub mod job_sql;
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -678,7 +680,7 @@ impl Config {
             check_cron(&mut p, &format!("{label}.schedule"), &j.schedule);
             if j.sql.trim().is_empty() {
                 p.push(format!("{label}.sql: missing"));
-            } else if let Err(e) = crate::jobs::bind_named(&j.sql) {
+            } else if let Err(e) = job_sql::bind_named(&j.sql) {
                 p.push(format!("{label}.sql: {e}"));
             }
             if !(1..=600_000).contains(&j.timeout_ms) {

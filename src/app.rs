@@ -6,19 +6,19 @@
 //! durable); final flush; workers finish the transaction in hand; exit. Whatever is
 //! not yet in Postgres stays queued for the next start.
 
-use crate::backfill::{self, Backfill, Sink};
+use crate::apply::dispatch;
+use crate::apply::store::{self, Store};
 use crate::config::Config;
-use crate::conversations;
-use crate::dispatch;
-use crate::http::{self, AppState};
-use crate::jobs;
-use crate::live;
+use crate::ingest::http::{self, AppState};
+use crate::maintenance::retention;
 use crate::metrics::Metrics;
+use crate::publish::jobs;
+use crate::publish::live;
 use crate::publish::{Publisher, SyncWriter};
 use crate::queue::Queue;
-use crate::retention;
-use crate::store::{self, Store};
-use crate::taskrouter::{self, RestSync};
+use crate::twilio::backfill::{self, Backfill, Sink};
+use crate::twilio::conversations;
+use crate::twilio::rest_sync::{self, RestSync};
 use crate::twilio::TwilioClient;
 use anyhow::Context;
 use std::future::Future;
@@ -139,7 +139,7 @@ pub async fn run(
     }
     if !cfg.twilio.workspace_sid.is_empty() {
         let sync = RestSync::new(&cfg, twilio, store.clone());
-        background.push(tokio::spawn(taskrouter::run(
+        background.push(tokio::spawn(rest_sync::run(
             sync,
             cfg.clone(),
             pipeline_stop.clone(),
