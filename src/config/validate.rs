@@ -280,4 +280,3 @@ fn check_sid(p: &mut Vec<String>, key: &str, v: &str, prefix: &str) {
         ));
     }
 }
-
