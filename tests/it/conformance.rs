@@ -98,14 +98,16 @@ async fn every_request_the_service_makes_is_defined_by_twilio() {
         }
     }
 
-    let mut opts = Options::new(&db.url);
-    opts.extra = format!(
-        "account_sid = \"{AC}\"\nworkspace_sid = \"{WS}\"\nsync_service_sid = \"{IS}\"\n\
-         taskrouter_url = \"{u}\"\nsync_url = \"{u}\"\nconversations_url = \"{u}\"\n\
-         [taskrouter]\nsync_interval_secs = 2\nreconcile_schedule = \"* * * * * *\"\n\
-         [publish]\nttl_seconds = 600\n[backfill]\ncatch_up = false\n{JOBS}",
-        u = stub.base_url()
-    );
+    let opts = Options::new(&db.url)
+        .account(AC)
+        .taskrouter(&stub, WS)
+        .sync(&stub, IS)
+        .conversations(&stub)
+        .taskrouter_sync_interval(2)
+        .reconcile_schedule("* * * * * *")
+        .publish_ttl(600)
+        .backfill_catch_up(false)
+        .jobs(JOBS);
     let svc = Service::start(opts).await;
     // A task whose only callback is its creation, five minutes ago: open here, unknown
     // to TaskRouter (ended and deleted there), so reconciliation looks it up.

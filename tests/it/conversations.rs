@@ -203,9 +203,7 @@ async fn assert_metrics(db: &TestDb) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_out_of_order_duplicated_and_before_their_task() {
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = "[conversations]\nfetch_on_complete = false\n".into();
-    let svc = Service::start(opts).await;
+    let svc = Service::start(Options::new(&db.url).conversations_fetch(false)).await;
     // A whole second: TaskDateCreated has second precision.
     let t0 = (chrono::Utc::now().timestamp_millis() / 1000 - 300) * 1000;
     // Messages first (their task is unknown yet), shuffled, some twice.
@@ -266,12 +264,7 @@ async fn rest_fallback_gives_the_same_numbers() {
         404,
         1,
     );
-    let mut opts = Options::new(&db.url);
-    opts.extra = format!(
-        "account_sid = \"{AC}\"\nconversations_url = \"{}\"\n",
-        stub.base_url()
-    );
-    let svc = Service::start(opts).await;
+    let svc = Service::start(Options::new(&db.url).account(AC).conversations(&stub)).await;
     // Only two of the messages came by webhook (the rest were missed).
     for i in [3, 7] {
         assert_eq!(post_conv(&svc, &webhook(t0, i)).await, 204);
@@ -334,9 +327,7 @@ async fn rest_fallback_gives_the_same_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_skips_a_locked_task_row_and_catches_up() {
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = "[conversations]\nfetch_on_complete = false\n".into();
-    let svc = Service::start(opts).await;
+    let svc = Service::start(Options::new(&db.url).conversations_fetch(false)).await;
     let t0 = (chrono::Utc::now().timestamp_millis() / 1000 - 300) * 1000;
     post_task_events(&svc, t0).await;
     svc.wait_drained(Duration::from_secs(30)).await;

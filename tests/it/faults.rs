@@ -272,8 +272,7 @@ async fn secrets_stay_out_of_logs_and_admin_endpoints_can_be_protected() {
     // Trust authentication ignores the password, so it can be a canary.
     let with_password = db.url.replacen("postgres@", "postgres:pw-canary-31337@", 1);
     assert!(with_password.contains("pw-canary-31337"));
-    let mut opts = Options::new(&with_password);
-    opts.admin_token = Some("admin-canary-777".into());
+    let opts = Options::new(&with_password).admin_token("admin-canary-777");
     let mut svc = Service::start(opts).await;
     let admin_port = svc.admin_port.expect("an admin listener");
     // Provoke the paths that log: a forged signature, a bad body, an unknown route.

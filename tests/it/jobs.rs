@@ -43,11 +43,9 @@ sql = "SELECT sid, answered_in FROM tasks WHERE answered_in IS NOT NULL ORDER BY
 target = { type = "list", name = "jobAnswered" }
 "#;
 
-fn extra(stub: &TwilioStub, jobs: &str) -> String {
-    format!(
-        "account_sid = \"{AC}\"\nsync_service_sid = \"{IS}\"\nsync_url = \"{}\"\n{jobs}",
-        stub.base_url()
-    )
+/// The service against the stub's Sync, running `jobs` (`[[jobs]]` blocks).
+fn options(db: &TestDb, stub: &TwilioStub, jobs: &str) -> Options {
+    Options::new(&db.url).account(AC).sync(stub, IS).jobs(jobs)
 }
 
 fn event(n: u32, kind: &str, task: &str, queue: &str, age: i64) -> Vec<(String, String)> {
@@ -91,9 +89,7 @@ async fn eventually(what: &str, timeout: Duration, f: impl Fn() -> Result<(), St
 async fn jobs_publish_exactly_their_query_results_and_only_changes() {
     let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = extra(&stub, JOBS);
-    let svc = Service::start(opts).await;
+    let svc = Service::start(options(&db, &stub, JOBS)).await;
     let cbs = vec![
         event(1, "task.created", "WT1", "Sales", 0),
         event(2, "task.created", "WT2", "Sales", 0),
@@ -234,9 +230,7 @@ schedule = "* * * * * *"
 sql = "SELECT count(*)::int AS n FROM tasks"
 target = { type = "document", name = "jobFast" }
 "#;
-    let mut opts = Options::new(&db.url);
-    opts.extra = extra(&stub, jobs);
-    let svc = Service::start(opts).await;
+    let svc = Service::start(options(&db, &stub, jobs)).await;
 
     // check-config prepares every job's SQL and names the broken one.
     let out = svc.command(&["check-config"]).output().unwrap();
@@ -347,9 +341,7 @@ target = { type = "list", name = "jobSids" }
     stub.fail_after_applying("POST", &items, Afterwards::Status(500), 1);
     stub.fail_after_applying("POST", &items, Afterwards::Drop, 1);
     stub.fail_after_applying("POST", &items, Afterwards::Status(503), 1);
-    let mut opts = Options::new(&db.url);
-    opts.extra = extra(&stub, jobs);
-    let svc = Service::start(opts).await;
+    let svc = Service::start(options(&db, &stub, jobs)).await;
     let cbs: Vec<_> = (1..=4)
         .map(|n| event(n, "task.created", &format!("WT{n}"), "Sales", 0))
         .collect();
@@ -406,9 +398,7 @@ sql = "SELECT sid FROM tasks ORDER BY sid"
 target = { type = "list", name = "jobSids" }
 ttl_seconds = 4
 "#;
-    let mut opts = Options::new(&db.url);
-    opts.extra = extra(&stub, jobs);
-    let svc = Service::start(opts).await;
+    let svc = Service::start(options(&db, &stub, jobs)).await;
     let cbs: Vec<_> = (1..=2)
         .map(|n| event(n, "task.created", &format!("WT{n}"), "Sales", 0))
         .collect();

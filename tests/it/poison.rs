@@ -17,9 +17,8 @@ fn callback(n: u32, task: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_retried_then_dead_lettered_without_blocking_others() {
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.max_attempts = 3;
-    opts.workers = 1; // the poison shares its worker with everything else
+    // One worker: the poison shares it with everything else.
+    let opts = Options::new(&db.url).max_attempts(3).workers(1);
     let mut svc = Service::start(opts).await;
     // A database that rejects one task's events every time.
     db.client()

@@ -110,13 +110,12 @@ async fn tasks_taskrouter_no_longer_has_end_as_their_events_say_or_as_deleted() 
     );
     // First, the Events list fails: nothing may be decided for the tasks that 404.
     stub.fail_next(EVENTS, 400, 1_000_000);
-    let mut opts = Options::new(&db.url);
-    opts.extra = format!(
-        "account_sid = \"{AC}\"\nworkspace_sid = \"{WS}\"\ntaskrouter_url = \"{u}\"\n\
-         [taskrouter]\nsync_interval_secs = 0\nreconcile_schedule = \"*/2 * * * * *\"\n\
-         [conversations]\nfetch_on_complete = false\n",
-        u = stub.base_url()
-    );
+    let opts = Options::new(&db.url)
+        .account(AC)
+        .taskrouter(&stub, WS)
+        .taskrouter_sync_interval(0)
+        .reconcile_schedule("*/2 * * * * *")
+        .conversations_fetch(false);
     let svc = Service::start(opts).await;
     for n in 1..=4 {
         assert_eq!(svc.post(&created_cb(n)).await.unwrap(), 204);
