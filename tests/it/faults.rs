@@ -15,22 +15,14 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn callback(n: u32) -> Vec<(String, String)> {
-    [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", format!("WT{n:032x}")),
-        ("TaskAssignmentStatus", "pending".to_owned()),
+fn callback(n: u32) -> Params {
+    Cb::task("task.created", wt(n))
+        .ev(n)
+        .status("pending")
         // Bulky attributes fill the disk faster, as real ones do.
-        (
-            "TaskAttributes",
-            format!(r#"{{"padding":"{}"}}"#, "x".repeat(1500)),
-        ),
-        ("TimestampMs", (1_767_254_400_000i64 + n as i64).to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+        .attributes(format!(r#"{{"padding":"{}"}}"#, "x".repeat(1500)))
+        .at(1_767_254_400_000i64 + n as i64)
+        .build()
 }
 
 struct Tmpfs(std::path::PathBuf);

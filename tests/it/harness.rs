@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use taskrouter_summarizer::ingest::signature;
 
+pub use crate::callbacks::{wt, Cb, Params};
 use crate::twilio_stub::TwilioStub;
 
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789";

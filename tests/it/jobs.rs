@@ -48,30 +48,21 @@ fn options(db: &TestDb, stub: &TwilioStub, jobs: &str) -> Options {
     Options::new(&db.url).account(AC).sync(stub, IS).jobs(jobs)
 }
 
-fn event(n: u32, kind: &str, task: &str, queue: &str, age: i64) -> Vec<(String, String)> {
+fn event(n: u32, kind: &str, task: &str, queue: &str, age: i64) -> Params {
     let now = chrono::Utc::now().timestamp_millis();
-    let mut p: Vec<(String, String)> = [
-        ("EventType", kind.to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", task.to_owned()),
-        ("TaskQueueName", queue.to_owned()),
-        ("TaskQueueSid", format!("WQ{queue}")),
-        ("TaskChannelUniqueName", "chat".to_owned()),
-        ("TaskAge", age.to_string()),
-        ("TaskDateCreated", ((now - age * 1000) / 1000).to_string()),
-        ("TimestampMs", now.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    if kind == "reservation.accepted" {
-        p.push(("ReservationSid".into(), format!("WR{n}")));
-        p.push(("WorkerSid".into(), "WK1".into()));
-        p.push(("TaskAssignmentStatus".into(), "assigned".into()));
+    let cb = if kind == "reservation.accepted" {
+        Cb::reservation(kind, task, format!("WR{n}"), "WK1").status("assigned")
     } else {
-        p.push(("TaskAssignmentStatus".into(), "pending".into()));
-    }
-    p
+        Cb::task(kind, task).status("pending")
+    };
+    cb.ev(n)
+        .queue(queue)
+        .queue_sid(format!("WQ{queue}"))
+        .channel("chat")
+        .age(age)
+        .created(now - age * 1000)
+        .at(now)
+        .build()
 }
 
 async fn eventually(what: &str, timeout: Duration, f: impl Fn() -> Result<(), String>) {

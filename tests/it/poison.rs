@@ -1,17 +1,12 @@
 use crate::harness::*;
 use std::time::{Duration, Instant};
 
-fn callback(n: u32, task: &str) -> Vec<(String, String)> {
-    [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", task.to_owned()),
-        ("TaskAssignmentStatus", "pending".to_owned()),
-        ("TimestampMs", (1_767_254_400_000i64 + n as i64).to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+fn callback(n: u32, task: &str) -> Params {
+    Cb::task("task.created", task)
+        .ev(n)
+        .status("pending")
+        .at(1_767_254_400_000i64 + n as i64)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

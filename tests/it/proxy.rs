@@ -82,21 +82,15 @@ const ADMIN_PATHS: [&str; 5] = [
     "/readyz",
 ];
 
-fn task_created(n: u32) -> Vec<(String, String)> {
-    let now = chrono::Utc::now().timestamp_millis();
-    [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", format!("WT{n:032x}")),
-        ("TaskAssignmentStatus", "pending".to_owned()),
-        ("TaskQueueName", "Support".to_owned()),
-        ("TaskChannelUniqueName", "voice".to_owned()),
-        ("TaskAge", "0".to_owned()),
-        ("TimestampMs", now.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+fn task_created(n: u32) -> Params {
+    Cb::task("task.created", wt(n))
+        .ev(n)
+        .status("pending")
+        .queue("Support")
+        .channel("voice")
+        .age(0)
+        .at(chrono::Utc::now().timestamp_millis())
+        .build()
 }
 
 /// Posts a signed callback through `base` (a proxy); returns the status.

@@ -281,21 +281,16 @@ async fn two_instances_one_publisher_and_takeover() {
     .await;
     let a_leads = leader(&a).await;
     let now = chrono::Utc::now().timestamp_millis();
-    let task = |n: u32| -> Vec<(String, String)> {
-        [
-            ("EventType", "task.created".to_owned()),
-            ("Sid", format!("EV{n:032x}")),
-            ("TaskSid", format!("WT{n:032x}")),
-            ("TaskAssignmentStatus", "pending".to_owned()),
-            ("TaskChannelUniqueName", "chat".to_owned()),
-            ("TaskQueueName", "Support".to_owned()),
-            ("TaskQueueSid", "WQ1".to_owned()),
-            ("TaskAge", "0".to_owned()),
-            ("TimestampMs", now.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+    let task = |n: u32| {
+        Cb::task("task.created", wt(n))
+            .ev(n)
+            .status("pending")
+            .channel("chat")
+            .queue("Support")
+            .queue_sid("WQ1")
+            .age(0)
+            .at(now)
+            .build()
     };
     assert_eq!(a.post(&task(1)).await.unwrap(), 204);
     eventually("first task published", Duration::from_secs(15), || async {
@@ -340,18 +335,13 @@ async fn reconcile_closes_only_tasks_taskrouter_says_are_gone() {
     let db = TestDb::new().await;
     // Three tasks created two minutes ago, still open locally.
     let then = chrono::Utc::now().timestamp_millis() - 120_000;
-    let cb = |n: u32| -> Vec<(String, String)> {
-        [
-            ("EventType", "task.created".to_owned()),
-            ("Sid", format!("EV{n:032x}")),
-            ("TaskSid", format!("WT{n:032x}")),
-            ("TaskAssignmentStatus", "pending".to_owned()),
-            ("TaskAge", "0".to_owned()),
-            ("TimestampMs", then.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+    let cb = |n: u32| {
+        Cb::task("task.created", wt(n))
+            .ev(n)
+            .status("pending")
+            .age(0)
+            .at(then)
+            .build()
     };
     // TaskRouter: task 1 still pending, task 2 assigned, task 3 unknown (gone).
     stub.set_tasks(
@@ -407,22 +397,16 @@ async fn reconcile_closes_only_tasks_taskrouter_says_are_gone() {
     assert_eq!(status(2).await, "assigned");
 }
 
-fn task_created(n: u32, queue: &str, channel: &str) -> Vec<(String, String)> {
-    let now = chrono::Utc::now().timestamp_millis();
-    [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", format!("WT{n:032x}")),
-        ("TaskAssignmentStatus", "pending".to_owned()),
-        ("TaskChannelUniqueName", channel.to_owned()),
-        ("TaskQueueName", queue.to_owned()),
-        ("TaskQueueSid", format!("WQ{n:032x}")),
-        ("TaskAge", "0".to_owned()),
-        ("TimestampMs", now.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+fn task_created(n: u32, queue: &str, channel: &str) -> Params {
+    Cb::task("task.created", wt(n))
+        .ev(n)
+        .status("pending")
+        .channel(channel)
+        .queue(queue)
+        .queue_sid(format!("WQ{n:032x}"))
+        .age(0)
+        .at(chrono::Utc::now().timestamp_millis())
+        .build()
 }
 
 /// Issue 14.3: with a TTL, nothing published expires while the service runs, changed or
