@@ -114,24 +114,27 @@ fn cloud_event(cb: &Callback) -> Value {
     })
 }
 
-fn extra(stub: &TwilioStub, more: &str) -> String {
-    format!(
-        "account_sid = \"{AC}\"\nworkspace_sid = \"{WS}\"\ntaskrouter_url = \"{}\"\n\
-         [taskrouter]\nsync_interval_secs = 0\nreconcile_schedule = \"\"\n\
-         [conversations]\nfetch_on_complete = false\n{more}\n",
-        stub.base_url()
-    )
+/// The service against the stub's TaskRouter only: no periodic sync, no reconciliation,
+/// no Conversations reads.
+fn options(db: &TestDb, stub: &TwilioStub) -> Options {
+    Options::new(&db.url)
+        .account(AC)
+        .taskrouter(stub, WS)
+        .taskrouter_sync_interval(0)
+        .reconcile_schedule("")
+        .conversations_fetch(false)
 }
 
 /// A fresh database, a Twilio stand-in serving the day's events from the REST Events
-/// list, and a service configured against both (`more`: extra config sections).
-async fn with_rest_events(day: &SimDay, more: &str) -> (TestDb, TwilioStub, Service) {
+/// list, and a service configured against both (`more`: further settings).
+async fn with_rest_events(
+    day: &SimDay,
+    more: impl FnOnce(Options) -> Options,
+) -> (TestDb, TwilioStub, Service) {
     let db = TestDb::new().await;
     let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
     stub.set_events(WS, day.callbacks.iter().map(rest_event).collect());
-    let mut opts = Options::new(&db.url);
-    opts.extra = extra(&stub, more);
-    let svc = Service::start(opts).await;
+    let svc = Service::start(more(options(&db, &stub))).await;
     (db, stub, svc)
 }
 
@@ -192,7 +195,7 @@ fn run_cli(svc: &Service, args: &[&str]) -> (bool, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_completes_a_day_whose_callbacks_partly_went_missing() {
     let day = recent_day(10, 150, 11);
-    let (db, _stub, svc) = with_rest_events(&day, "[backfill]\ncatch_up = false").await;
+    let (db, _stub, svc) = with_rest_events(&day, |o| o.backfill_catch_up(false)).await;
 
     // A third of the callbacks never arrive.
     let delivered: Vec<Callback> = day
@@ -240,7 +243,7 @@ async fn backfill_completes_a_day_whose_callbacks_partly_went_missing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_backfill_resumes_where_it_stopped() {
     let day = recent_day(10, 120, 12);
-    let (db, stub, svc) = with_rest_events(&day, "[backfill]\ncatch_up = false").await;
+    let (db, stub, svc) = with_rest_events(&day, |o| o.backfill_catch_up(false)).await;
 
     // Three slices read, then TaskRouter fails for longer than the client retries.
     stub.fail_after(EVENTS, 3, 503, 20);
@@ -287,7 +290,7 @@ async fn an_interrupted_backfill_resumes_where_it_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_catches_up_on_the_time_it_was_down() {
     let day = recent_day(9, 100, 13);
-    let more = "[backfill]\ncatch_up_min_gap_secs = 1\nslice_minutes = 120";
+    let more = |o: Options| o.backfill_catch_up_min_gap(1).backfill_slice_minutes(120);
     let (db, _stub, mut svc) = with_rest_events(&day, more).await;
     wait_for("the first heartbeat", Duration::from_secs(20), async || {
         db.count("SELECT count(*) FROM instance_heartbeats").await == 1
@@ -533,9 +536,7 @@ fn dense_events(n: usize, start_ms: i64, spread_ms: i64) -> Vec<Value> {
 
 async fn service_for(stub: &TwilioStub) -> (TestDb, Service) {
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = extra(stub, "[backfill]\ncatch_up = false");
-    let svc = Service::start(opts).await;
+    let svc = Service::start(options(&db, stub).backfill_catch_up(false)).await;
     (db, svc)
 }
 

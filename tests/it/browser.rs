@@ -55,22 +55,16 @@ fn page_text(url: &str) -> String {
         .replace("&gt;", ">")
 }
 
-fn created(n: u32, queue: &str) -> Vec<(String, String)> {
-    let now = chrono::Utc::now().timestamp_millis();
-    [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", format!("WT{n:032x}")),
-        ("TaskAssignmentStatus", "pending".to_owned()),
-        ("TaskChannelUniqueName", "chat".to_owned()),
-        ("TaskQueueName", queue.to_owned()),
-        ("TaskQueueSid", format!("WQ{queue}")),
-        ("TaskAge", "0".to_owned()),
-        ("TimestampMs", now.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+fn created(n: u32, queue: &str) -> Params {
+    Cb::task("task.created", wt(n))
+        .ev(n)
+        .status("pending")
+        .channel("chat")
+        .queue(queue)
+        .queue_sid(format!("WQ{queue}"))
+        .age(0)
+        .at(chrono::Utc::now().timestamp_millis())
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,34 +98,31 @@ async fn every_request_the_service_makes_is_defined_by_twilio() {
         }
     }
 
-    let mut opts = Options::new(&db.url);
-    opts.extra = format!(
-        "account_sid = \"{AC}\"\nworkspace_sid = \"{WS}\"\nsync_service_sid = \"{IS}\"\n\
-         taskrouter_url = \"{u}\"\nsync_url = \"{u}\"\nconversations_url = \"{u}\"\n\
-         [taskrouter]\nsync_interval_secs = 2\nreconcile_schedule = \"* * * * * *\"\n\
-         [publish]\nttl_seconds = 600\n[backfill]\ncatch_up = false\n{JOBS}",
-        u = stub.base_url()
-    );
+    let opts = Options::new(&db.url)
+        .account(AC)
+        .taskrouter(&stub, WS)
+        .sync(&stub, IS)
+        .conversations(&stub)
+        .taskrouter_sync_interval(2)
+        .reconcile_schedule("* * * * * *")
+        .publish_ttl(600)
+        .backfill_catch_up(false)
+        .jobs(JOBS);
     let svc = Service::start(opts).await;
     // A task whose only callback is its creation, five minutes ago: open here, unknown
     // to TaskRouter (ended and deleted there), so reconciliation looks it up.
     let created = chrono::Utc::now().timestamp_millis() - 300_000;
-    let orphan: Callback = [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", "EV000000000000000000000000000orphan".to_owned()),
-        ("AccountSid", AC.to_owned()),
-        ("WorkspaceSid", WS.to_owned()),
-        ("TaskSid", "WT000000000000000000000000000orphan".to_owned()),
-        ("TaskAssignmentStatus", "pending".to_owned()),
-        ("TaskQueueName", "Support".to_owned()),
-        ("TaskChannelUniqueName", "voice".to_owned()),
-        ("TaskAge", "0".to_owned()),
-        ("TaskDateCreated", (created / 1000).to_string()),
-        ("TimestampMs", created.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let orphan = Cb::task("task.created", "WT000000000000000000000000000orphan")
+        .sid("EV000000000000000000000000000orphan")
+        .account(AC)
+        .workspace(WS)
+        .status("pending")
+        .queue("Support")
+        .channel("voice")
+        .age(0)
+        .created(created)
+        .at(created)
+        .build();
     assert!(post_all(&svc, &[orphan], 1).await.iter().all(|s| *s == 204));
     assert!(post_all(&svc, &day.callbacks, 16)
         .await
@@ -134,20 +131,15 @@ async fn every_request_the_service_makes_is_defined_by_twilio() {
     // One message by webhook for the conversations of the other service: its
     // ChatServiceSid tells the service where to read the rest.
     for (i, c) in convs.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
-        let params: Vec<(String, String)> = [
-            ("EventType", "onMessageAdded".to_owned()),
-            ("AccountSid", AC.to_owned()),
-            ("ConversationSid", c.clone()),
-            ("ChatServiceSid", CHAT_IS.to_owned()),
-            ("MessageSid", format!("IM{:032x}", 1000 + i)),
-            ("Index", "1".to_owned()),
-            ("Author", "+15550001".to_owned()),
-            ("Source", "SDK".to_owned()),
-            ("DateCreated", "2026-01-01T00:00:01Z".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let params = Cb::message_added(c)
+            .account(AC)
+            .chat_service(CHAT_IS)
+            .message_sid(format!("IM{:032x}", 1000 + i))
+            .index(1)
+            .author("+15550001")
+            .source("SDK")
+            .date_created("2026-01-01T00:00:01Z")
+            .build();
         let sig = signature::compute(AUTH_TOKEN, &format!("{PUBLIC_URL}/conversations"), &params);
         let r = svc
             .http

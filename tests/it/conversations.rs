@@ -13,52 +13,37 @@ const CONV: &str = "CH00000000000000000000000000000001";
 /// The Conversation Service the conversation lives in: not the account's default one.
 const CHAT_SERVICE: &str = "IS0000000000000000000000000000c0de";
 
-fn p(pairs: &[(&str, String)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
-}
-
 /// Two chat tasks on one conversation: an earlier one the customer abandoned (created at
 /// t0 - 200 s, canceled at t0 - 60 s), then one answered by alice: created at t0 by the
 /// customer's message at t0 - 30 s, accepted at +8 s, completed at +60 s.
-fn task_events(t0: i64) -> Vec<Vec<(String, String)>> {
+fn task_events(t0: i64) -> Vec<Params> {
     let attrs = format!(
         r#"{{"channelType":"web","conversationSid":"{CONV}","conversations":{{"ivr_time":12}}}}"#
     );
     let task = |n: u32, sid: &str, created: i64, kind: &str, at: i64, status: &str| {
-        let mut v = p(&[
-            ("EventType", kind.into()),
-            ("Sid", format!("EV{n:032x}")),
-            ("TaskSid", sid.into()),
-            ("TaskAssignmentStatus", status.into()),
-            ("TaskChannelUniqueName", "chat".into()),
-            ("TaskQueueName", "Support".into()),
-            ("TaskAttributes", attrs.clone()),
-            ("TaskAge", ((at - created) / 1000).to_string()),
-            ("TaskDateCreated", (created / 1000).to_string()),
-            ("TimestampMs", at.to_string()),
-        ]);
-        if kind.starts_with("reservation.") {
-            v.push(("ReservationSid".into(), "WRchat".into()));
-            v.push(("WorkerSid".into(), "WKalice".into()));
-        }
-        v
+        let cb = if kind.starts_with("reservation.") {
+            Cb::reservation(kind, sid, "WRchat", "WKalice")
+        } else {
+            Cb::task(kind, sid)
+        };
+        cb.ev(n)
+            .status(status)
+            .channel("chat")
+            .queue("Support")
+            .attributes(&attrs)
+            .age((at - created) / 1000)
+            .created(created)
+            .at(at)
+            .build()
     };
     let (prev, chat) = (t0 - 200_000, t0);
     vec![
-        p(&[
-            ("EventType", "worker.created".into()),
-            ("Sid", format!("EV{:032x}", 100)),
-            ("WorkerSid", "WKalice".into()),
-            ("WorkerName", "alice".into()),
-            (
-                "WorkerAttributes",
-                r#"{"contact_uri":"client:alice"}"#.into(),
-            ),
-            ("TimestampMs", (t0 - 300_000).to_string()),
-        ]),
+        Cb::worker("worker.created", "WKalice")
+            .ev(100)
+            .set("WorkerName", "alice")
+            .set("WorkerAttributes", r#"{"contact_uri":"client:alice"}"#)
+            .at(t0 - 300_000)
+            .build(),
         task(10, "WTprev", prev, "task.created", prev, "pending"),
         task(11, "WTprev", prev, "task.canceled", t0 - 60_000, "canceled"),
         task(1, "WTchat", chat, "task.created", t0, "pending"),
@@ -118,20 +103,18 @@ fn iso(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn webhook(t0: i64, i: usize) -> Vec<(String, String)> {
+fn webhook(t0: i64, i: usize) -> Params {
     let (s, who) = SCRIPT[i];
-    p(&[
-        ("EventType", "onMessageAdded".into()),
-        ("AccountSid", AC.into()),
-        ("ConversationSid", CONV.into()),
-        ("MessageSid", format!("IM{i:032x}")),
-        ("Index", i.to_string()),
-        ("Author", who.into()),
-        ("Body", "hello".into()),
-        ("Source", "SDK".into()),
-        ("ChatServiceSid", CHAT_SERVICE.into()),
-        ("DateCreated", iso(t0 + s * 1000)),
-    ])
+    Cb::message_added(CONV)
+        .account(AC)
+        .message_sid(format!("IM{i:032x}"))
+        .index(i)
+        .author(who)
+        .body("hello")
+        .source("SDK")
+        .chat_service(CHAT_SERVICE)
+        .date_created(iso(t0 + s * 1000))
+        .build()
 }
 
 async fn post_conv(svc: &Service, params: &[(String, String)]) -> u16 {
@@ -203,9 +186,7 @@ async fn assert_metrics(db: &TestDb) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_out_of_order_duplicated_and_before_their_task() {
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = "[conversations]\nfetch_on_complete = false\n".into();
-    let svc = Service::start(opts).await;
+    let svc = Service::start(Options::new(&db.url).conversations_fetch(false)).await;
     // A whole second: TaskDateCreated has second precision.
     let t0 = (chrono::Utc::now().timestamp_millis() / 1000 - 300) * 1000;
     // Messages first (their task is unknown yet), shuffled, some twice.
@@ -266,12 +247,7 @@ async fn rest_fallback_gives_the_same_numbers() {
         404,
         1,
     );
-    let mut opts = Options::new(&db.url);
-    opts.extra = format!(
-        "account_sid = \"{AC}\"\nconversations_url = \"{}\"\n",
-        stub.base_url()
-    );
-    let svc = Service::start(opts).await;
+    let svc = Service::start(Options::new(&db.url).account(AC).conversations(&stub)).await;
     // Only two of the messages came by webhook (the rest were missed).
     for i in [3, 7] {
         assert_eq!(post_conv(&svc, &webhook(t0, i)).await, 204);
@@ -334,9 +310,7 @@ async fn rest_fallback_gives_the_same_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_skips_a_locked_task_row_and_catches_up() {
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = "[conversations]\nfetch_on_complete = false\n".into();
-    let svc = Service::start(opts).await;
+    let svc = Service::start(Options::new(&db.url).conversations_fetch(false)).await;
     let t0 = (chrono::Utc::now().timestamp_millis() / 1000 - 300) * 1000;
     post_task_events(&svc, t0).await;
     svc.wait_drained(Duration::from_secs(30)).await;

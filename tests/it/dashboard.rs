@@ -45,20 +45,15 @@ async fn the_wallboard_streams_live_summaries() {
     let r = svc.admin_get("/dashboard/events").send().await.unwrap();
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let now = chrono::Utc::now().timestamp_millis();
-    let cb: Vec<(String, String)> = [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{:032x}", 1)),
-        ("TaskSid", "WT1".to_owned()),
-        ("TaskAssignmentStatus", "pending".to_owned()),
-        ("TaskChannelUniqueName", "chat".to_owned()),
-        ("TaskQueueName", "Support".to_owned()),
-        ("TaskQueueSid", "WQ1".to_owned()),
-        ("TaskAge", "0".to_owned()),
-        ("TimestampMs", now.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let cb = Cb::task("task.created", "WT1")
+        .ev(1)
+        .status("pending")
+        .channel("chat")
+        .queue("Support")
+        .queue_sid("WQ1")
+        .age(0)
+        .at(now)
+        .build();
     assert_eq!(svc.post(&cb).await.unwrap(), 204);
     // History first, then summaries; one of them shows the new waiting task.
     let events = read_events(r, 4).await;

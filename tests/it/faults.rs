@@ -15,22 +15,14 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn callback(n: u32) -> Vec<(String, String)> {
-    [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", format!("WT{n:032x}")),
-        ("TaskAssignmentStatus", "pending".to_owned()),
+fn callback(n: u32) -> Params {
+    Cb::task("task.created", wt(n))
+        .ev(n)
+        .status("pending")
         // Bulky attributes fill the disk faster, as real ones do.
-        (
-            "TaskAttributes",
-            format!(r#"{{"padding":"{}"}}"#, "x".repeat(1500)),
-        ),
-        ("TimestampMs", (1_767_254_400_000i64 + n as i64).to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+        .attributes(format!(r#"{{"padding":"{}"}}"#, "x".repeat(1500)))
+        .at(1_767_254_400_000i64 + n as i64)
+        .build()
 }
 
 struct Tmpfs(std::path::PathBuf);
@@ -272,8 +264,7 @@ async fn secrets_stay_out_of_logs_and_admin_endpoints_can_be_protected() {
     // Trust authentication ignores the password, so it can be a canary.
     let with_password = db.url.replacen("postgres@", "postgres:pw-canary-31337@", 1);
     assert!(with_password.contains("pw-canary-31337"));
-    let mut opts = Options::new(&with_password);
-    opts.admin_token = Some("admin-canary-777".into());
+    let opts = Options::new(&with_password).admin_token("admin-canary-777");
     let mut svc = Service::start(opts).await;
     let admin_port = svc.admin_port.expect("an admin listener");
     // Provoke the paths that log: a forged signature, a bad body, an unknown route.

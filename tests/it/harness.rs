@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use taskrouter_summarizer::ingest::signature;
 
+pub use crate::callbacks::{wt, Cb, Params};
+use crate::twilio_stub::TwilioStub;
+
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789";
 pub const PUBLIC_URL: &str = "https://summarizer.test";
 
@@ -122,15 +125,34 @@ pub struct Service {
     pub http: reqwest::Client,
 }
 
+/// How a test's service is configured: a typed builder over the config file's sections.
+///
+/// ```ignore
+/// Options::new(&db.url)
+///     .account(AC)
+///     .taskrouter(&stub, WS)
+///     .sync(&stub, IS)
+///     .taskrouter_sync_interval(2)
+///     .timezone(&tz)
+///     .publish_ttl(4)
+///     .jobs(JOBS)
+/// ```
 pub struct Options {
-    pub db_url: String,
-    pub workers: usize,
-    pub max_attempts: u32,
+    db_url: String,
+    workers: usize,
+    max_attempts: u32,
     /// An admin listener on a port of its own (the default); false: `admin_listen = ""`.
-    pub admin_listener: bool,
-    pub admin_token: Option<String>,
-    /// TOML appended to the `[twilio]` section (and any sections after it).
-    pub extra: String,
+    admin_listener: bool,
+    admin_token: Option<String>,
+    /// `(section, [(key, TOML value)])` in the order first set; `twilio` comes first.
+    sections: Vec<(&'static str, Vec<(&'static str, String)>)>,
+    /// `[[jobs]]` blocks, verbatim, after every other section.
+    jobs: String,
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 impl Options {
@@ -141,8 +163,132 @@ impl Options {
             max_attempts: 8,
             admin_listener: true,
             admin_token: None,
-            extra: String::new(),
+            sections: vec![("twilio", Vec::new())],
+            jobs: String::new(),
         }
+    }
+
+    /// Sets `key` in `[section]` to a TOML value (already rendered).
+    fn set(mut self, section: &'static str, key: &'static str, value: String) -> Options {
+        let i = match self.sections.iter().position(|(s, _)| *s == section) {
+            Some(i) => i,
+            None => {
+                self.sections.push((section, Vec::new()));
+                self.sections.len() - 1
+            }
+        };
+        let keys = &mut self.sections[i].1;
+        keys.retain(|(k, _)| *k != key);
+        keys.push((key, value));
+        self
+    }
+
+    /// `[queue] workers` (default 4).
+    pub fn workers(mut self, n: usize) -> Options {
+        self.workers = n;
+        self
+    }
+
+    /// `[queue] max_attempts` (default 8).
+    pub fn max_attempts(mut self, n: u32) -> Options {
+        self.max_attempts = n;
+        self
+    }
+
+    /// `admin_listen = ""`: no admin listener of its own (the admin side, if any, is on
+    /// the public one).
+    pub fn no_admin_listener(mut self) -> Options {
+        self.admin_listener = false;
+        self
+    }
+
+    /// `[server] admin_token`.
+    pub fn admin_token(mut self, token: &str) -> Options {
+        self.admin_token = Some(token.to_owned());
+        self
+    }
+
+    /// `[twilio] account_sid`.
+    pub fn account(self, account_sid: &str) -> Options {
+        self.set("twilio", "account_sid", toml_str(account_sid))
+    }
+
+    /// `[twilio] workspace_sid`, and `taskrouter_url` pointing at the stub.
+    pub fn taskrouter(self, stub: &TwilioStub, workspace_sid: &str) -> Options {
+        self.set("twilio", "workspace_sid", toml_str(workspace_sid))
+            .set("twilio", "taskrouter_url", toml_str(&stub.base_url()))
+    }
+
+    /// `[twilio] sync_service_sid`, and `sync_url` pointing at the stub.
+    pub fn sync(self, stub: &TwilioStub, sync_service_sid: &str) -> Options {
+        self.set("twilio", "sync_service_sid", toml_str(sync_service_sid))
+            .set("twilio", "sync_url", toml_str(&stub.base_url()))
+    }
+
+    /// `[twilio] conversations_url` pointing at the stub.
+    pub fn conversations(self, stub: &TwilioStub) -> Options {
+        self.set("twilio", "conversations_url", toml_str(&stub.base_url()))
+    }
+
+    /// `[taskrouter] sync_interval_secs`.
+    pub fn taskrouter_sync_interval(self, secs: u64) -> Options {
+        self.set("taskrouter", "sync_interval_secs", secs.to_string())
+    }
+
+    /// `[taskrouter] reconcile_schedule` (a cron expression; "" turns it off).
+    pub fn reconcile_schedule(self, cron: &str) -> Options {
+        self.set("taskrouter", "reconcile_schedule", toml_str(cron))
+    }
+
+    /// `[conversations] fetch_on_complete`.
+    pub fn conversations_fetch(self, on: bool) -> Options {
+        self.set("conversations", "fetch_on_complete", on.to_string())
+    }
+
+    /// `[sla] timezone`.
+    pub fn timezone(self, tz: &str) -> Options {
+        self.set("sla", "timezone", toml_str(tz))
+    }
+
+    /// `[publish] ttl_seconds`.
+    pub fn publish_ttl(self, secs: u64) -> Options {
+        self.set("publish", "ttl_seconds", secs.to_string())
+    }
+
+    /// `[backfill] catch_up`.
+    pub fn backfill_catch_up(self, on: bool) -> Options {
+        self.set("backfill", "catch_up", on.to_string())
+    }
+
+    /// `[backfill] catch_up_min_gap_secs`.
+    pub fn backfill_catch_up_min_gap(self, secs: u64) -> Options {
+        self.set("backfill", "catch_up_min_gap_secs", secs.to_string())
+    }
+
+    /// `[backfill] slice_minutes`.
+    pub fn backfill_slice_minutes(self, minutes: u64) -> Options {
+        self.set("backfill", "slice_minutes", minutes.to_string())
+    }
+
+    /// `[[jobs]]` blocks, as TOML (appended after every other section).
+    pub fn jobs(mut self, toml: &str) -> Options {
+        self.jobs.push_str(toml);
+        self
+    }
+
+    /// The `[twilio]` keys and every section after it, as TOML.
+    fn tail(&self) -> String {
+        let mut out = String::new();
+        for (section, keys) in &self.sections {
+            if *section != "twilio" {
+                out.push_str(&format!("[{section}]\n"));
+            }
+            for (k, v) in keys {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        out.push_str(&self.jobs);
+        out
     }
 }
 
@@ -177,13 +323,13 @@ pool_size = 6
 connect_timeout_secs = 2
 [twilio]
 auth_token = "{AUTH_TOKEN}"
-{extra}
+{tail}
 "#,
                 queue = dir.path().join("queue").display(),
                 workers = opts.workers,
                 max_attempts = opts.max_attempts,
                 db = opts.db_url,
-                extra = opts.extra,
+                tail = opts.tail(),
             ),
         )
         .expect("write config");

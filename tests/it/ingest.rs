@@ -232,22 +232,14 @@ async fn realistic_day_shuffled_with_duplicates_and_gaps_ends_in_the_rules_rows(
     assert!(short > 0 && long > 0);
 }
 
-fn sample(n: u32) -> Vec<(String, String)> {
-    [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        (
-            "AccountSid",
-            "AC00000000000000000000000000000001".to_owned(),
-        ),
-        ("TaskSid", format!("WT{n:032x}")),
-        ("TaskAssignmentStatus", "pending".to_owned()),
-        ("TaskAge", "0".to_owned()),
-        ("TimestampMs", "1767254400000".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+fn sample(n: u32) -> Params {
+    Cb::task("task.created", wt(n))
+        .ev(n)
+        .account("AC00000000000000000000000000000001")
+        .status("pending")
+        .age(0)
+        .at(1_767_254_400_000)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,8 +258,9 @@ async fn bad_signatures_and_bodies_are_refused_and_write_nothing() {
         svc.post_raw(encode(&p), Some(&wrong_url)).await.unwrap(),
         403
     );
-    let mut tampered = p.clone();
-    tampered[4].1 = "completed".into();
+    let tampered = Cb::from_params(&p)
+        .set("TaskAssignmentStatus", "completed")
+        .build();
     assert_eq!(
         svc.post_raw(encode(&tampered), Some(&good)).await.unwrap(),
         403
@@ -292,11 +285,7 @@ async fn bad_signatures_and_bodies_are_refused_and_write_nothing() {
         let v: Value = r.json().await.unwrap();
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
-    let no_type: Vec<(String, String)> = p
-        .iter()
-        .filter(|(k, _)| k != "EventType")
-        .cloned()
-        .collect();
+    let no_type = Cb::from_params(&p).without("EventType").build();
     let r = svc
         .http
         .post(svc.url("/ingress"))
@@ -338,8 +327,9 @@ async fn bad_signatures_and_bodies_are_refused_and_write_nothing() {
         svc.post_raw(encode(&p2), Some(&with_port)).await.unwrap(),
         204
     );
-    let mut unknown = sample(3);
-    unknown[0].1 = "something.new".into();
+    let unknown = Cb::from_params(&sample(3))
+        .set("EventType", "something.new")
+        .build();
     assert_eq!(svc.post(&unknown).await.unwrap(), 204);
     svc.wait_drained(Duration::from_secs(30)).await;
     assert_eq!(db.count("SELECT count(*) FROM events").await, 3);

@@ -43,37 +43,26 @@ sql = "SELECT sid, answered_in FROM tasks WHERE answered_in IS NOT NULL ORDER BY
 target = { type = "list", name = "jobAnswered" }
 "#;
 
-fn extra(stub: &TwilioStub, jobs: &str) -> String {
-    format!(
-        "account_sid = \"{AC}\"\nsync_service_sid = \"{IS}\"\nsync_url = \"{}\"\n{jobs}",
-        stub.base_url()
-    )
+/// The service against the stub's Sync, running `jobs` (`[[jobs]]` blocks).
+fn options(db: &TestDb, stub: &TwilioStub, jobs: &str) -> Options {
+    Options::new(&db.url).account(AC).sync(stub, IS).jobs(jobs)
 }
 
-fn event(n: u32, kind: &str, task: &str, queue: &str, age: i64) -> Vec<(String, String)> {
+fn event(n: u32, kind: &str, task: &str, queue: &str, age: i64) -> Params {
     let now = chrono::Utc::now().timestamp_millis();
-    let mut p: Vec<(String, String)> = [
-        ("EventType", kind.to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", task.to_owned()),
-        ("TaskQueueName", queue.to_owned()),
-        ("TaskQueueSid", format!("WQ{queue}")),
-        ("TaskChannelUniqueName", "chat".to_owned()),
-        ("TaskAge", age.to_string()),
-        ("TaskDateCreated", ((now - age * 1000) / 1000).to_string()),
-        ("TimestampMs", now.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    if kind == "reservation.accepted" {
-        p.push(("ReservationSid".into(), format!("WR{n}")));
-        p.push(("WorkerSid".into(), "WK1".into()));
-        p.push(("TaskAssignmentStatus".into(), "assigned".into()));
+    let cb = if kind == "reservation.accepted" {
+        Cb::reservation(kind, task, format!("WR{n}"), "WK1").status("assigned")
     } else {
-        p.push(("TaskAssignmentStatus".into(), "pending".into()));
-    }
-    p
+        Cb::task(kind, task).status("pending")
+    };
+    cb.ev(n)
+        .queue(queue)
+        .queue_sid(format!("WQ{queue}"))
+        .channel("chat")
+        .age(age)
+        .created(now - age * 1000)
+        .at(now)
+        .build()
 }
 
 async fn eventually(what: &str, timeout: Duration, f: impl Fn() -> Result<(), String>) {
@@ -91,9 +80,7 @@ async fn eventually(what: &str, timeout: Duration, f: impl Fn() -> Result<(), St
 async fn jobs_publish_exactly_their_query_results_and_only_changes() {
     let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = extra(&stub, JOBS);
-    let svc = Service::start(opts).await;
+    let svc = Service::start(options(&db, &stub, JOBS)).await;
     let cbs = vec![
         event(1, "task.created", "WT1", "Sales", 0),
         event(2, "task.created", "WT2", "Sales", 0),
@@ -234,9 +221,7 @@ schedule = "* * * * * *"
 sql = "SELECT count(*)::int AS n FROM tasks"
 target = { type = "document", name = "jobFast" }
 "#;
-    let mut opts = Options::new(&db.url);
-    opts.extra = extra(&stub, jobs);
-    let svc = Service::start(opts).await;
+    let svc = Service::start(options(&db, &stub, jobs)).await;
 
     // check-config prepares every job's SQL and names the broken one.
     let out = svc.command(&["check-config"]).output().unwrap();
@@ -347,9 +332,7 @@ target = { type = "list", name = "jobSids" }
     stub.fail_after_applying("POST", &items, Afterwards::Status(500), 1);
     stub.fail_after_applying("POST", &items, Afterwards::Drop, 1);
     stub.fail_after_applying("POST", &items, Afterwards::Status(503), 1);
-    let mut opts = Options::new(&db.url);
-    opts.extra = extra(&stub, jobs);
-    let svc = Service::start(opts).await;
+    let svc = Service::start(options(&db, &stub, jobs)).await;
     let cbs: Vec<_> = (1..=4)
         .map(|n| event(n, "task.created", &format!("WT{n}"), "Sales", 0))
         .collect();
@@ -406,9 +389,7 @@ sql = "SELECT sid FROM tasks ORDER BY sid"
 target = { type = "list", name = "jobSids" }
 ttl_seconds = 4
 "#;
-    let mut opts = Options::new(&db.url);
-    opts.extra = extra(&stub, jobs);
-    let svc = Service::start(opts).await;
+    let svc = Service::start(options(&db, &stub, jobs)).await;
     let cbs: Vec<_> = (1..=2)
         .map(|n| event(n, "task.created", &format!("WT{n}"), "Sales", 0))
         .collect();

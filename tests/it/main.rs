@@ -3,6 +3,7 @@
 
 mod backfill;
 mod browser;
+mod callbacks;
 mod conformance;
 mod conversations;
 mod crash;

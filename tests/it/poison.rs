@@ -1,25 +1,19 @@
 use crate::harness::*;
 use std::time::{Duration, Instant};
 
-fn callback(n: u32, task: &str) -> Vec<(String, String)> {
-    [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", task.to_owned()),
-        ("TaskAssignmentStatus", "pending".to_owned()),
-        ("TimestampMs", (1_767_254_400_000i64 + n as i64).to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+fn callback(n: u32, task: &str) -> Params {
+    Cb::task("task.created", task)
+        .ev(n)
+        .status("pending")
+        .at(1_767_254_400_000i64 + n as i64)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_retried_then_dead_lettered_without_blocking_others() {
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.max_attempts = 3;
-    opts.workers = 1; // the poison shares its worker with everything else
+    // One worker: the poison shares it with everything else.
+    let opts = Options::new(&db.url).max_attempts(3).workers(1);
     let mut svc = Service::start(opts).await;
     // A database that rejects one task's events every time.
     db.client()

@@ -82,21 +82,15 @@ const ADMIN_PATHS: [&str; 5] = [
     "/readyz",
 ];
 
-fn task_created(n: u32) -> Vec<(String, String)> {
-    let now = chrono::Utc::now().timestamp_millis();
-    [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", format!("WT{n:032x}")),
-        ("TaskAssignmentStatus", "pending".to_owned()),
-        ("TaskQueueName", "Support".to_owned()),
-        ("TaskChannelUniqueName", "voice".to_owned()),
-        ("TaskAge", "0".to_owned()),
-        ("TimestampMs", now.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+fn task_created(n: u32) -> Params {
+    Cb::task("task.created", wt(n))
+        .ev(n)
+        .status("pending")
+        .queue("Support")
+        .channel("voice")
+        .age(0)
+        .at(chrono::Utc::now().timestamp_millis())
+        .build()
 }
 
 /// Posts a signed callback through `base` (a proxy); returns the status.
@@ -225,9 +219,7 @@ async fn a_default_config_behind_a_proxy_exposes_only_the_webhooks() {
 async fn with_a_token_the_admin_side_works_through_the_proxy() {
     let db = TestDb::new().await;
     let token = "proxy-admin-token-42";
-    let mut opts = Options::new(&db.url);
-    opts.admin_listener = false;
-    opts.admin_token = Some(token.into());
+    let opts = Options::new(&db.url).no_admin_listener().admin_token(token);
     let svc = Service::start(opts).await;
     let public = free_port();
     let _nginx = Nginx::start(&server_block(public, svc.port, true), &[public]);
@@ -259,9 +251,7 @@ async fn with_a_token_the_admin_side_works_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_admin_listener_and_no_token_serves_no_admin_side() {
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.admin_listener = false;
-    let svc = Service::start(opts).await;
+    let svc = Service::start(Options::new(&db.url).no_admin_listener()).await;
     for path in ADMIN_PATHS {
         assert_eq!(
             status(&svc, &svc.url(path), Auth::None).await,

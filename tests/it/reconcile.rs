@@ -17,29 +17,17 @@ fn task_sid(n: u32) -> String {
 }
 
 /// A task callback `age_s` seconds into the life of task `n`, created at `created_ms`.
-fn cb(
-    ev: u32,
-    ty: &str,
-    n: u32,
-    created_ms: i64,
-    age_s: i64,
-    status: &str,
-) -> Vec<(String, String)> {
-    [
-        ("EventType", ty.to_owned()),
-        ("Sid", format!("EV{ev:032x}")),
-        ("AccountSid", AC.to_owned()),
-        ("WorkspaceSid", WS.to_owned()),
-        ("TaskSid", task_sid(n)),
-        ("TaskAssignmentStatus", status.to_owned()),
-        ("TaskAge", age_s.to_string()),
-        ("TaskQueueName", "Support".to_owned()),
-        ("TaskChannelUniqueName", "voice".to_owned()),
-        ("TimestampMs", (created_ms + age_s * 1000).to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+fn cb(ev: u32, ty: &str, n: u32, created_ms: i64, age_s: i64, status: &str) -> Params {
+    Cb::task(ty, task_sid(n))
+        .ev(ev)
+        .account(AC)
+        .workspace(WS)
+        .status(status)
+        .age(age_s)
+        .queue("Support")
+        .channel("voice")
+        .at(created_ms + age_s * 1000)
+        .build()
 }
 
 /// The callback as an item of TaskRouter's REST Events list.
@@ -110,13 +98,12 @@ async fn tasks_taskrouter_no_longer_has_end_as_their_events_say_or_as_deleted() 
     );
     // First, the Events list fails: nothing may be decided for the tasks that 404.
     stub.fail_next(EVENTS, 400, 1_000_000);
-    let mut opts = Options::new(&db.url);
-    opts.extra = format!(
-        "account_sid = \"{AC}\"\nworkspace_sid = \"{WS}\"\ntaskrouter_url = \"{u}\"\n\
-         [taskrouter]\nsync_interval_secs = 0\nreconcile_schedule = \"*/2 * * * * *\"\n\
-         [conversations]\nfetch_on_complete = false\n",
-        u = stub.base_url()
-    );
+    let opts = Options::new(&db.url)
+        .account(AC)
+        .taskrouter(&stub, WS)
+        .taskrouter_sync_interval(0)
+        .reconcile_schedule("*/2 * * * * *")
+        .conversations_fetch(false);
     let svc = Service::start(opts).await;
     for n in 1..=4 {
         assert_eq!(svc.post(&created_cb(n)).await.unwrap(), 204);

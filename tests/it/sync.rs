@@ -13,13 +13,14 @@ const IS: &str = "IS0123456789abcdef0123456789abcdef";
 
 use taskrouter_summarizer::sim::demo::zone_where_today_is_long;
 
-fn sync_extra(stub: &TwilioStub, tz: &str) -> String {
-    format!(
-        "account_sid = \"{AC}\"\nworkspace_sid = \"{WS}\"\nsync_service_sid = \"{IS}\"\n\
-         taskrouter_url = \"{u}\"\nsync_url = \"{u}\"\n\
-         [sla]\ntimezone = \"{tz}\"\n[taskrouter]\nsync_interval_secs = 2\n",
-        u = stub.base_url()
-    )
+/// The service against the stub's TaskRouter and Sync, publishing SLA days in `tz`.
+fn sync_options(db: &TestDb, stub: &TwilioStub, tz: &str) -> Options {
+    Options::new(&db.url)
+        .account(AC)
+        .taskrouter(stub, WS)
+        .sync(stub, IS)
+        .timezone(tz)
+        .taskrouter_sync_interval(2)
 }
 
 /// REST fixtures that agree with the simulated day's end state.
@@ -137,9 +138,7 @@ async fn a_realistic_day_is_published_with_exact_numbers_and_retries() {
     stub.fail_next("/v1/Services", 500, 3);
     stub.fail_next("/v1/Services", 429, 2);
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = sync_extra(&stub, &zone_where_today_is_long());
-    let svc = Service::start(opts).await;
+    let svc = Service::start(sync_options(&db, &stub, &zone_where_today_is_long())).await;
     let st = post_all(&svc, &day.callbacks, 32).await;
     assert!(st.iter().all(|s| *s == 204));
     svc.wait_drained(Duration::from_secs(60)).await;
@@ -260,18 +259,8 @@ async fn two_instances_one_publisher_and_takeover() {
     let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
     let db = TestDb::new().await;
     let tz = zone_where_today_is_long();
-    let mut a = Service::start({
-        let mut o = Options::new(&db.url);
-        o.extra = sync_extra(&stub, &tz);
-        o
-    })
-    .await;
-    let b = Service::start({
-        let mut o = Options::new(&db.url);
-        o.extra = sync_extra(&stub, &tz);
-        o
-    })
-    .await;
+    let mut a = Service::start(sync_options(&db, &stub, &tz)).await;
+    let b = Service::start(sync_options(&db, &stub, &tz)).await;
     async fn leader(s: &Service) -> bool {
         match s.admin_get("/metrics").send().await {
             Ok(r) => r
@@ -292,21 +281,16 @@ async fn two_instances_one_publisher_and_takeover() {
     .await;
     let a_leads = leader(&a).await;
     let now = chrono::Utc::now().timestamp_millis();
-    let task = |n: u32| -> Vec<(String, String)> {
-        [
-            ("EventType", "task.created".to_owned()),
-            ("Sid", format!("EV{n:032x}")),
-            ("TaskSid", format!("WT{n:032x}")),
-            ("TaskAssignmentStatus", "pending".to_owned()),
-            ("TaskChannelUniqueName", "chat".to_owned()),
-            ("TaskQueueName", "Support".to_owned()),
-            ("TaskQueueSid", "WQ1".to_owned()),
-            ("TaskAge", "0".to_owned()),
-            ("TimestampMs", now.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+    let task = |n: u32| {
+        Cb::task("task.created", wt(n))
+            .ev(n)
+            .status("pending")
+            .channel("chat")
+            .queue("Support")
+            .queue_sid("WQ1")
+            .age(0)
+            .at(now)
+            .build()
     };
     assert_eq!(a.post(&task(1)).await.unwrap(), 204);
     eventually("first task published", Duration::from_secs(15), || async {
@@ -351,18 +335,13 @@ async fn reconcile_closes_only_tasks_taskrouter_says_are_gone() {
     let db = TestDb::new().await;
     // Three tasks created two minutes ago, still open locally.
     let then = chrono::Utc::now().timestamp_millis() - 120_000;
-    let cb = |n: u32| -> Vec<(String, String)> {
-        [
-            ("EventType", "task.created".to_owned()),
-            ("Sid", format!("EV{n:032x}")),
-            ("TaskSid", format!("WT{n:032x}")),
-            ("TaskAssignmentStatus", "pending".to_owned()),
-            ("TaskAge", "0".to_owned()),
-            ("TimestampMs", then.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+    let cb = |n: u32| {
+        Cb::task("task.created", wt(n))
+            .ev(n)
+            .status("pending")
+            .age(0)
+            .at(then)
+            .build()
     };
     // TaskRouter: task 1 still pending, task 2 assigned, task 3 unknown (gone).
     stub.set_tasks(
@@ -372,12 +351,11 @@ async fn reconcile_closes_only_tasks_taskrouter_says_are_gone() {
             json!({"sid": format!("WT{:032x}", 2), "assignment_status": "assigned", "age": 120}),
         ],
     );
-    let mut opts = Options::new(&db.url);
-    opts.extra = format!(
-        "account_sid = \"{AC}\"\nworkspace_sid = \"{WS}\"\ntaskrouter_url = \"{u}\"\n\
-         [taskrouter]\nsync_interval_secs = 0\nreconcile_schedule = \"*/2 * * * * *\"\n",
-        u = stub.base_url()
-    );
+    let opts = Options::new(&db.url)
+        .account(AC)
+        .taskrouter(&stub, WS)
+        .taskrouter_sync_interval(0)
+        .reconcile_schedule("*/2 * * * * *");
     // First: the open list answers empty (a flaky answer). Nothing may be closed.
     stub.set_empty_list("/v1/Workspaces", true);
     let svc = Service::start(opts).await;
@@ -419,22 +397,16 @@ async fn reconcile_closes_only_tasks_taskrouter_says_are_gone() {
     assert_eq!(status(2).await, "assigned");
 }
 
-fn task_created(n: u32, queue: &str, channel: &str) -> Vec<(String, String)> {
-    let now = chrono::Utc::now().timestamp_millis();
-    [
-        ("EventType", "task.created".to_owned()),
-        ("Sid", format!("EV{n:032x}")),
-        ("TaskSid", format!("WT{n:032x}")),
-        ("TaskAssignmentStatus", "pending".to_owned()),
-        ("TaskChannelUniqueName", channel.to_owned()),
-        ("TaskQueueName", queue.to_owned()),
-        ("TaskQueueSid", format!("WQ{n:032x}")),
-        ("TaskAge", "0".to_owned()),
-        ("TimestampMs", now.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+fn task_created(n: u32, queue: &str, channel: &str) -> Params {
+    Cb::task("task.created", wt(n))
+        .ev(n)
+        .status("pending")
+        .channel(channel)
+        .queue(queue)
+        .queue_sid(format!("WQ{n:032x}"))
+        .age(0)
+        .at(chrono::Utc::now().timestamp_millis())
+        .build()
 }
 
 /// Issue 14.3: with a TTL, nothing published expires while the service runs, changed or
@@ -443,11 +415,7 @@ fn task_created(n: u32, queue: &str, channel: &str) -> Vec<(String, String)> {
 async fn nothing_published_expires_while_the_service_runs() {
     let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = format!(
-        "{}[publish]\nttl_seconds = 4\n",
-        sync_extra(&stub, &zone_where_today_is_long())
-    );
+    let opts = sync_options(&db, &stub, &zone_where_today_is_long()).publish_ttl(4);
     let svc = Service::start(opts).await;
     assert_eq!(
         svc.post(&task_created(1, "Support", "chat")).await.unwrap(),
@@ -510,9 +478,7 @@ async fn delete(stub: &TwilioStub, path: &str) -> u16 {
 async fn deleted_documents_and_maps_are_created_again() {
     let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = sync_extra(&stub, &zone_where_today_is_long());
-    let svc = Service::start(opts).await;
+    let svc = Service::start(sync_options(&db, &stub, &zone_where_today_is_long())).await;
     assert_eq!(
         svc.post(&task_created(1, "Support", "chat")).await.unwrap(),
         204
@@ -559,9 +525,7 @@ async fn deleted_documents_and_maps_are_created_again() {
 async fn an_oversized_name_never_stops_publishing() {
     let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
     let db = TestDb::new().await;
-    let mut opts = Options::new(&db.url);
-    opts.extra = sync_extra(&stub, &zone_where_today_is_long());
-    let svc = Service::start(opts).await;
+    let svc = Service::start(sync_options(&db, &stub, &zone_where_today_is_long())).await;
     let huge_channel = "c".repeat(100 * 1024);
     let long_queue = "Q".repeat(1000);
     for (n, q, ch) in [
