@@ -34,7 +34,7 @@ async fn main() {
         u.set_path(&format!("/{name}"));
         let mut cfg = Config::from_toml("").expect("cfg");
         cfg.postgres.url = taskrouter_summarizer::config::Secret::new(u.as_str());
-        let pool = store::pool(&cfg).expect("pool");
+        let pool = store::pool(&cfg.postgres).expect("pool");
         store::migrate(&pool).await.expect("migrate");
         let db = pool.get().await.expect("conn");
         let t = Instant::now();

@@ -1,5 +1,9 @@
-//! Composition: opens the queue, builds the Postgres pool, and runs the HTTP server,
-//! the group-commit flusher and the dispatcher until the shutdown future resolves.
+//! Composition: opens the queue, builds the Postgres pool, and runs every stage until
+//! the shutdown future resolves: the HTTP listeners (public, and admin when configured),
+//! the group-commit flusher, the dispatcher and its workers, the message-metric
+//! refresher, the live summaries, and, as configured, the Sync publisher, user jobs,
+//! the TaskRouter REST sync and reconciliation, the Conversations fetch, retention, the
+//! heartbeat and the catch-up backfill.
 //!
 //! Shutdown order keeps every promise: stop accepting; let in-flight requests finish
 //! (their appends are flushed by the still-running flusher, so each 204 sent is
@@ -43,8 +47,8 @@ pub async fn run(
         cfg.queue.max_backlog,
         metrics.clone(),
     )?;
-    let pool = store::pool(&cfg)?;
-    let store = Store::new(pool, &cfg);
+    let pool = store::pool(&cfg.postgres)?;
+    let store = Store::new(pool, store::Settings::from_config(&cfg));
     if let Err(e) = store.ping().await {
         // Not fatal: callbacks are queued and applied once Postgres answers.
         tracing::warn!(error = %e, postgres = %cfg.postgres_url_redacted(),

@@ -23,6 +23,7 @@
 //! - [`sim`]: the simulated contact center, `simulate` and `demo`.
 //! - [`app`]: composes the stages and runs them until the shutdown future resolves.
 //! - [`cli`]: the body of each command of the binary.
+//! - [`util`]: the clock in milliseconds and error chains, for every stage.
 
 pub mod app;
 pub mod apply;
@@ -37,3 +38,4 @@ pub mod queue;
 pub mod schedule;
 pub mod sim;
 pub mod twilio;
+pub mod util;

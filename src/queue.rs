@@ -135,10 +135,6 @@ pub struct Queue {
     metrics: Arc<Metrics>,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 fn key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
@@ -381,7 +377,7 @@ impl Queue {
     /// Retry entries whose backoff has elapsed, and the time the next one is due.
     pub fn due_retries(&self, max: usize) -> Result<(Vec<Item>, Option<i64>), QueueError> {
         let t = self.t()?;
-        let now = now_ms();
+        let now = crate::util::now_ms();
         let mut out = Vec::new();
         let mut next_due: Option<i64> = None;
         for kv in t.retry.iter() {
@@ -427,7 +423,7 @@ impl Queue {
         };
         let entry = RetryEntry {
             attempts: item.attempts + 1,
-            due_ms: now_ms() + delay_ms,
+            due_ms: crate::util::now_ms() + delay_ms,
             error: error.to_owned(),
             payload: item.payload.clone(),
         };
@@ -462,7 +458,7 @@ impl Queue {
             id,
             attempts: item.attempts + 1,
             error: error.to_owned(),
-            failed_ms: now_ms(),
+            failed_ms: crate::util::now_ms(),
             payload: item.payload.clone(),
         };
         let bytes = serde_json::to_vec(&dl).unwrap_or_default();
@@ -550,7 +546,8 @@ impl Queue {
             depth: self.depth(),
             retrying: t.retry.len() as u64,
             dead_letters: t.dead.len() as u64,
-            oldest_age_seconds: oldest_ms.map(|m| ((now_ms() - m).max(0)) as f64 / 1000.0),
+            oldest_age_seconds: oldest_ms
+                .map(|m| ((crate::util::now_ms() - m).max(0)) as f64 / 1000.0),
             disk_bytes: t.db.size_on_disk().unwrap_or(0),
         }
     }

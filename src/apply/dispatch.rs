@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -36,10 +37,6 @@ type Work = (Item, Event);
 
 /// The longest a batch may take to apply before the attempt is abandoned and retried.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// Recomputes marked conversations' message metrics until `stop` (see
 /// [`Store::refresh_dirty`]): every half second, or at once while there is more.
@@ -112,7 +109,10 @@ pub async fn run(
         // One batch waiting per worker bounds memory; the queue holds the rest.
         let (tx, rx) = mpsc::channel::<Work>(settings.batch_size);
         senders.push(tx);
-        handles.push(tokio::spawn(worker(i, shared.clone(), rx)));
+        // Every log line of the worker, and of the store calls it makes, carries its id.
+        handles.push(tokio::spawn(
+            worker(i, shared.clone(), rx).instrument(tracing::info_span!("worker", id = i)),
+        ));
     }
     dispatcher(&shared, &senders).await;
     drop(senders);
@@ -129,7 +129,9 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
     // than a batch ahead only adds memory during a backlog.
     let read_max = sh.settings.batch_size;
     loop {
-        sh.metrics.dispatcher_heartbeat_ms.store(now_ms(), Relaxed);
+        sh.metrics
+            .dispatcher_heartbeat_ms
+            .store(crate::util::now_ms(), Relaxed);
         if sh.stop.is_cancelled() {
             return;
         }
@@ -150,7 +152,7 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
                 cursor = Some(id);
             }
         }
-        if now_ms() >= next_retry_scan {
+        if crate::util::now_ms() >= next_retry_scan {
             match sh.queue.due_retries(read_max) {
                 Ok((due, next)) => {
                     let mut inflight = sh.retry_in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -161,11 +163,13 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
                             }
                         }
                     }
-                    next_retry_scan = next.unwrap_or(now_ms() + 1000).min(now_ms() + 1000);
+                    next_retry_scan = next
+                        .unwrap_or(crate::util::now_ms() + 1000)
+                        .min(crate::util::now_ms() + 1000);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the retry queue");
-                    next_retry_scan = now_ms() + 1000;
+                    next_retry_scan = crate::util::now_ms() + 1000;
                 }
             }
         }
@@ -199,7 +203,7 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
                 let permit = tokio::select! {
                     p = senders[p].reserve() => p,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                        sh.metrics.dispatcher_heartbeat_ms.store(now_ms(), Relaxed);
+                        sh.metrics.dispatcher_heartbeat_ms.store(crate::util::now_ms(), Relaxed);
                         work = Some(w);
                         if sh.stop.is_cancelled() { return; }
                         continue;
@@ -215,6 +219,7 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
 }
 
 async fn worker(id: usize, sh: Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
+    let mut batch_no = 0u64;
     while let Some(first) = rx.recv().await {
         // Sized up front: growing a Vec of 2,000 events copied it eleven times.
         let mut batch = Vec::with_capacity((rx.len() + 1).min(sh.settings.batch_size));
@@ -225,7 +230,9 @@ async fn worker(id: usize, sh: Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
                 Err(_) => break,
             }
         }
-        process(&sh, batch).await;
+        batch_no += 1;
+        let span = tracing::debug_span!("batch", n = batch_no, events = batch.len());
+        process(&sh, batch).instrument(span).await;
         if sh.stop.is_cancelled() {
             // Leave whatever is still in the channel in the queue for the next start.
             break;

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 
 /// `migrate`: applies the embedded migrations (idempotent).
 pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
-    let pool = store::pool(cfg)?;
+    let pool = store::pool(&cfg.postgres)?;
     let applied = store::migrate(&pool)
         .await
         .with_context(|| format!("migrating {}", cfg.postgres_url_redacted()))?;
@@ -34,11 +34,11 @@ pub async fn backfill(
             "backfill needs twilio.workspace_sid, twilio.account_sid and an auth token or API key"
         );
     }
-    let pool = store::pool(&cfg)?;
+    let pool = store::pool(&cfg.postgres)?;
     store::migrate(&pool)
         .await
         .with_context(|| format!("migrating {}", cfg.postgres_url_redacted()))?;
-    let store = store::Store::new(pool, &cfg);
+    let store = store::Store::new(pool, store::Settings::from_config(&cfg));
     let client = crate::twilio::TwilioClient::new(&cfg)?;
     let b = Backfill::new(&cfg, client, store.clone(), Sink::Store(store));
     let run = if resume {
@@ -132,11 +132,11 @@ pub async fn backfill(
 
 pub async fn rebuild(cfg: Config, batch: i64) -> anyhow::Result<()> {
     use crate::maintenance::rebuild;
-    let pool = store::pool(&cfg)?;
+    let pool = store::pool(&cfg.postgres)?;
     store::migrate(&pool)
         .await
         .with_context(|| format!("migrating {}", cfg.postgres_url_redacted()))?;
-    let store = store::Store::new(pool, &cfg);
+    let store = store::Store::new(pool, store::Settings::from_config(&cfg));
     let bar = progress_bar(
         0,
         "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}  ETA {eta}",

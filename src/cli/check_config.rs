@@ -17,7 +17,7 @@ pub fn run(path: &std::path::Path) -> anyhow::Result<()> {
         // Jobs' SQL is checked against the database itself. An unreachable database is
         // only a warning: `serve` must start (and ingest) while Postgres is down.
         let checked = runtime()?.block_on(async {
-            let pool = store::pool(&cfg)?;
+            let pool = store::pool(&cfg.postgres)?;
             tokio::time::timeout(
                 std::time::Duration::from_secs(cfg.postgres.connect_timeout_secs + 5),
                 jobs::check_sql(&pool, &cfg),

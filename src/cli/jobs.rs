@@ -25,7 +25,7 @@ pub fn run(cfg: &Config, command: JobsCommand) -> anyhow::Result<()> {
                 bail!("no job named `{name}` (jobs: {})", names.join(", "));
             };
             runtime()?.block_on(async {
-                let pool = store::pool(cfg)?;
+                let pool = store::pool(&cfg.postgres)?;
                 let started = std::time::Instant::now();
                 let rows = jobs::query(&pool, cfg, job).await?;
                 let out = jobs::shape(job, rows)?;

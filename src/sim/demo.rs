@@ -124,7 +124,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
-    let pool = store::pool(&cfg)?;
+    let pool = store::pool(&cfg.postgres)?;
     store::migrate(&pool)
         .await
         .context("migrating the demo database")?;

@@ -54,15 +54,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
             }
             s
         }
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s.push_str(&format!(": {inner}"));
-                src = inner.source();
-            }
-            s
-        }
+        None => crate::util::error_chain(e),
     }
 }
 
@@ -135,14 +127,13 @@ pub struct Store {
 
 /// Builds a pool that connects lazily: creating it never fails because Postgres is
 /// down, so `serve` starts and ingests while the database is unreachable.
-pub fn pool(cfg: &Config) -> Result<Pool, StoreError> {
-    let mut pg: tokio_postgres::Config = cfg
-        .postgres
+pub fn pool(settings: &crate::config::Postgres) -> Result<Pool, StoreError> {
+    let mut pg: tokio_postgres::Config = settings
         .url
         .expose()
         .parse()
         .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
-    pg.connect_timeout(Duration::from_secs(cfg.postgres.connect_timeout_secs));
+    pg.connect_timeout(Duration::from_secs(settings.connect_timeout_secs));
     if pg.get_application_name().is_none() {
         pg.application_name("taskrouter-summarizer");
     }
@@ -162,12 +153,10 @@ pub fn pool(cfg: &Config) -> Result<Pool, StoreError> {
         },
     );
     Pool::builder(mgr)
-        .max_size(cfg.postgres.pool_size)
+        .max_size(settings.pool_size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(
-            cfg.postgres.connect_timeout_secs + 1,
-        )))
+        .create_timeout(Some(Duration::from_secs(settings.connect_timeout_secs + 1)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
         .map_err(|e| StoreError::Config(e.to_string()))
@@ -257,13 +246,33 @@ mod merge;
 mod message_metrics;
 mod rebuild;
 
-impl Store {
-    pub fn new(pool: Pool, cfg: &Config) -> Store {
-        Store {
-            pool,
+/// What the rules need from the config: the store's slice of it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub sla: Sla,
+    /// Activity names that count as available, overriding TaskRouter's own flag.
+    pub available_override: Vec<String>,
+    /// The worker attribute that holds a worker's Conversations identity.
+    pub identity_attr: String,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Settings {
+        Settings {
             sla: cfg.sla.clone(),
             available_override: cfg.taskrouter.available_activities.clone(),
             identity_attr: cfg.conversations.agent_identity_attribute.clone(),
+        }
+    }
+}
+
+impl Store {
+    pub fn new(pool: Pool, settings: Settings) -> Store {
+        Store {
+            pool,
+            sla: settings.sla,
+            available_override: settings.available_override,
+            identity_attr: settings.identity_attr,
         }
     }
 
