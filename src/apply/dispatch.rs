@@ -313,6 +313,7 @@ fn fail(sh: &Shared, item: &Item, event: &Event, e: &StoreError) {
         sh.queue.dead_letter(item, &msg)
     } else {
         let delay = retry_delay_ms(item.attempts);
+        sh.metrics.apply_retries.fetch_add(1, Relaxed);
         tracing::warn!(event_sid = %event.sid, event_type = %event.event_type, attempts,
             retry_in_ms = delay, error = %msg, "event failed; will retry");
         sh.queue.defer(item, &msg, delay)

@@ -23,7 +23,6 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
@@ -212,7 +211,7 @@ impl Runner {
                 let id = format!("document {name}");
                 if self.tracker.should_write(&id, name, &data, ttl) {
                     self.writer.write_document(name, &data).await?;
-                    self.metrics.sync_writes.fetch_add(1, Relaxed);
+                    self.metrics.sync_writes.inc();
                     self.tracker.written(id, data);
                 }
             }
@@ -228,7 +227,7 @@ impl Runner {
                     let id = format!("map {name} item {k}");
                     if self.tracker.should_write(&id, name, v, ttl) {
                         self.writer.write_item(name, k, v).await?;
-                        self.metrics.sync_writes.fetch_add(1, Relaxed);
+                        self.metrics.sync_writes.inc();
                         self.tracker.written(id, v.clone());
                         self.map_keys.insert(k.clone(), v.clone());
                     }
@@ -241,7 +240,7 @@ impl Runner {
                     .collect();
                 for k in gone {
                     self.writer.delete_item(name, &k).await?;
-                    self.metrics.sync_writes.fetch_add(1, Relaxed);
+                    self.metrics.sync_writes.inc();
                     self.map_keys.remove(&k);
                     self.tracker.forget(&format!("map {name} item {k}"));
                 }
@@ -254,7 +253,7 @@ impl Runner {
                     .collect();
                 // Called even when nothing changed: with a TTL, unchanged items are renewed.
                 let writes = self.writer.write_list(name, &mut self.list, &rows).await?;
-                self.metrics.sync_writes.fetch_add(writes as u64, Relaxed);
+                self.metrics.sync_writes.inc_by(writes as u64);
             }
             _ => return Err(JobError::Shape("result does not fit the target".into())),
         }
@@ -287,7 +286,7 @@ impl Runner {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = stop.cancelled() => return,
             }
-            if self.metrics.publisher_leader.load(Relaxed) != 1 {
+            if self.metrics.publisher_leader.get() != 1 {
                 last = None; // another instance publishes; our state may be stale
                 run_at = Instant::now() + crate::schedule::until_next_tick(&schedule);
                 continue;
