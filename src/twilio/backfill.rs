@@ -19,6 +19,7 @@
 //! same batched transactions the queue's workers use.
 
 use crate::apply::store::{Store, StoreError};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::event::sources;
 use crate::event::{Event, QueuedCallback};
@@ -413,17 +414,16 @@ impl Backfill {
                     .iter()
                     .map(|p| Event::from_params(p, received_ms))
                     .collect();
-                let mut wait = 200;
+                let mut attempt = 0u32;
                 loop {
                     match store.apply(&events).await {
                         Ok(a) => return Ok(Some(a.new as i64)),
                         Err(e) if e.is_transient() => {
                             tracing::warn!(error = %e, "Postgres unavailable; retrying the page");
-                            tokio::select! {
-                                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                                _ = stop.cancelled() => return Err(BackfillError::Stopped),
+                            if !Backoff::POSTGRES_UNAVAILABLE.sleep(attempt, stop).await {
+                                return Err(BackfillError::Stopped);
                             }
-                            wait = (wait * 2).min(5_000);
+                            attempt = attempt.saturating_add(1);
                         }
                         Err(e) => return Err(e.into()),
                     }

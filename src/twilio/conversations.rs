@@ -13,6 +13,7 @@
 //!   `tasks.messages_fetch_error` and a warning. A 404 never means "no messages".
 
 use crate::apply::store::{Store, StoreError};
+use crate::backoff::Backoff;
 use crate::twilio::{segment, TwilioClient, TwilioError};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -44,8 +45,8 @@ impl From<tokio_postgres::Error> for FetchError {
 /// The delay before the next read after `attempts` failed ones: 5 s doubling, at most
 /// 6 h (a conversation not visible yet is usually there seconds later).
 pub fn retry_delay(attempts: i32) -> Duration {
-    let exp = attempts.clamp(1, 16) - 1;
-    Duration::from_secs((5u64 << exp).min(6 * 3600))
+    const BACKOFF: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(6 * 3600));
+    BACKOFF.delay(attempts.max(1).unsigned_abs() - 1)
 }
 
 /// A REST message as a `messages` row.

@@ -13,8 +13,8 @@ pub mod backfill;
 pub mod conversations;
 pub mod rest_sync;
 
+use crate::backoff::Backoff;
 use crate::config::{Config, Secret};
-use rand::Rng;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -99,11 +99,11 @@ impl std::fmt::Debug for TwilioClient {
     }
 }
 
-/// Backoff before retry `attempt` (0-based): full jitter over 200 ms × 2^attempt, at most 10 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap = (200u64 << attempt.min(10)).min(10_000);
-    Duration::from_millis(rand::thread_rng().gen_range(cap / 4..=cap))
-}
+/// Backoff before retry `attempt` (0-based): jitter over the upper three quarters of
+/// 200 ms × 2^attempt, at most 10 s; a `Retry-After` is honoured up to a minute.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
+    .jitter(0.25, 1.0)
+    .max_hint(Duration::from_secs(60));
 
 fn trim(u: &str) -> String {
     u.trim_end_matches('/').to_owned()
@@ -264,7 +264,7 @@ impl TwilioClient {
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s.min(60)));
+                        .map(Duration::from_secs);
                     let text = match resp.text().await {
                         Ok(t) => t,
                         // The answer was cut off: for a success, what it said is unknown.
@@ -305,7 +305,7 @@ impl TwilioClient {
                 }
                 return Err(err);
             }
-            let delay = wait.unwrap_or_else(|| backoff(attempt));
+            let delay = BACKOFF.delay_or(attempt, wait);
             tracing::debug!(%method, url, error = %err, retry_in_ms = delay.as_millis() as u64, "retrying Twilio request");
             tokio::time::sleep(delay).await;
             attempt += 1;
@@ -348,10 +348,12 @@ mod tests {
     #[test]
     fn backoff_is_jittered_and_capped() {
         for a in 0..20 {
-            let d = backoff(a);
+            let d = BACKOFF.delay(a);
             assert!(d <= Duration::from_secs(10));
             assert!(d >= Duration::from_millis(50));
         }
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(BACKOFF.delay_or(0, hour), Duration::from_secs(60));
     }
 
     #[test]
