@@ -15,6 +15,7 @@
 //!   did land is adopted instead of being appended again.
 
 use crate::backoff::Backoff;
+use crate::twilio::types::{self, SyncListItem};
 use crate::twilio::{segment, TwilioClient, TwilioError};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -288,7 +289,7 @@ impl SyncWriter {
         loop {
             pace().await;
             let err = match self.client.post_once(items_url, &form).await {
-                Ok(v) => match v.get("index").and_then(Value::as_i64) {
+                Ok(v) => match types::or_default::<SyncListItem>(v).index {
                     Some(idx) => {
                         st.push(idx, row.clone(), Some(Instant::now()));
                         return Ok(Append::Done);
@@ -326,7 +327,7 @@ impl SyncWriter {
         let from = st.watermark.map_or(0, |w| w + 1);
         let url =
             format!("{items_url}?Order=asc&From={from}&Bounds=inclusive&PageSize={PAGE_SIZE}");
-        let found = match self.client.list(&url, "items").await {
+        let found = match self.client.list::<SyncListItem>(&url).await {
             Err(e) if e.status() == Some(404) => {
                 st.items.clear();
                 st.watermark = None;
@@ -335,12 +336,11 @@ impl SyncWriter {
             r => r?,
         };
         for item in found {
-            let Some(idx) = item.get("index").and_then(Value::as_i64) else {
+            let Some(idx) = item.index else {
                 continue;
             };
             if st.watermark.is_none_or(|w| idx > w) {
-                let data = item.get("data").cloned().unwrap_or(Value::Null);
-                st.push(idx, data, None);
+                st.push(idx, item.data, None);
             }
         }
         st.synced = true;

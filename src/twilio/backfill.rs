@@ -24,9 +24,9 @@ use crate::config::Config;
 use crate::event::sources;
 use crate::event::{Event, QueuedCallback};
 use crate::queue::{Queue, QueueError};
+use crate::twilio::types::{Page, RestEvent};
 use crate::twilio::{TwilioClient, TwilioError};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -298,16 +298,12 @@ impl Backfill {
                 p = self.client.get_page(&url) => p?,
                 _ = stop.cancelled() => return Err(BackfillError::Stopped),
             };
-            let items = page
-                .get("events")
-                .and_then(Value::as_array)
-                .ok_or_else(|| BackfillError::Invalid(format!("no `events` array in {url}")))?;
-            let next = page
-                .get("meta")
-                .and_then(|m| m.get("next_page_url"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(|n| absolute(&self.client, n));
+            let Page {
+                items,
+                next_page_url,
+            } = Page::<RestEvent>::decode(&url, page)
+                .map_err(|_| BackfillError::Invalid(format!("no `events` array in {url}")))?;
+            let next = next_page_url.map(|n| absolute(&self.client, &n));
             let full = items.len() >= PAGE_SIZE || next.is_some();
             let step = if paging.is_some() {
                 Plan::Page
@@ -320,10 +316,7 @@ impl Backfill {
                 width = w;
                 continue;
             }
-            let sids: Vec<&str> = items
-                .iter()
-                .filter_map(|e| e.get("sid").and_then(Value::as_str))
-                .collect();
+            let sids: Vec<&str> = items.iter().filter_map(RestEvent::sid).collect();
             if paging.is_some() && !sids.is_empty() && sids.iter().all(|s| seen.contains(*s)) {
                 let e = BackfillError::RepeatedPage {
                     at: run.cursor_at,
@@ -333,8 +326,10 @@ impl Backfill {
                 return Err(e);
             }
             seen.extend(sids.iter().map(|s| (*s).to_owned()));
-            let batch: Vec<crate::event::Params> =
-                items.iter().filter_map(sources::params_from_rest).collect();
+            let batch: Vec<crate::event::Params> = items
+                .iter()
+                .filter_map(|e| sources::params_from_rest(&e.0))
+                .collect();
             let fetched = batch.len() as i64;
             let new = self.deliver(batch, stop).await?;
             run.events_fetched += fetched;
@@ -514,37 +509,23 @@ pub fn ceil_secs(t: DateTime<Utc>) -> DateTime<Utc> {
 pub async fn read_all_pages(
     client: &TwilioClient,
     first_url: &str,
-    key: &str,
-) -> Result<Vec<Value>, TwilioError> {
+) -> Result<Vec<RestEvent>, TwilioError> {
     let mut out = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut url = first_url.to_owned();
     loop {
-        let page = client.get_page(&url).await?;
-        let items = page
-            .get(key)
-            .and_then(Value::as_array)
-            .ok_or_else(|| TwilioError::Decode {
-                url: url.clone(),
-                reason: format!("no `{key}` array in the page"),
-            })?;
+        let page = Page::<RestEvent>::decode(&url, client.get_page(&url).await?)?;
+        let read = page.items.len();
         let mut fresh = 0;
-        for it in items {
-            let sid = it.get("sid").and_then(Value::as_str).map(str::to_owned);
-            if sid.is_none_or(|s| seen.insert(s)) {
+        for it in page.items {
+            if it.sid().is_none_or(|s| seen.insert(s.to_owned())) {
                 fresh += 1;
-                out.push(it.clone());
+                out.push(it);
             }
         }
-        let next = page
-            .get("meta")
-            .and_then(|m| m.get("next_page_url"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(|n| absolute(client, n));
-        match next {
+        match page.next_page_url.map(|n| absolute(client, &n)) {
             None => return Ok(out),
-            Some(n) if n == url || (fresh == 0 && !items.is_empty()) => {
+            Some(n) if n == url || (fresh == 0 && read > 0) => {
                 return Err(TwilioError::Decode {
                     url: n,
                     reason: "the next page repeats the previous one".into(),

@@ -12,6 +12,7 @@
 pub mod backfill;
 pub mod conversations;
 pub mod rest_sync;
+pub mod types;
 
 use crate::backoff::Backoff;
 use crate::config::{Config, Secret};
@@ -185,8 +186,10 @@ impl TwilioClient {
             .map(drop)
     }
 
-    /// Every item of a paged list, following `meta.next_page_url`.
-    pub async fn list(&self, first_url: &str, key: &str) -> Result<Vec<Value>, TwilioError> {
+    /// Every item of a paged list, following `meta.next_page_url`. Guarantees: a page
+    /// without its `T::KEY` array is an error ([`TwilioError::Decode`]); items that do
+    /// not read as `T` are left out (see [`types`]).
+    pub async fn list<T: types::Listed>(&self, first_url: &str) -> Result<Vec<T>, TwilioError> {
         let mut out = Vec::new();
         let mut next = Some(first_url.to_owned());
         let mut pages = 0;
@@ -201,20 +204,9 @@ impl TwilioClient {
             let page = self
                 .send(reqwest::Method::GET, &url, &[], Idempotency::Idempotent)
                 .await?;
-            let items =
-                page.get(key)
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| TwilioError::Decode {
-                        url: url.clone(),
-                        reason: format!("no `{key}` array in the page"),
-                    })?;
-            out.extend(items.iter().cloned());
-            next = page
-                .get("meta")
-                .and_then(|m| m.get("next_page_url"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned);
+            let page = types::Page::<T>::decode(&url, page)?;
+            out.extend(page.items);
+            next = page.next_page_url;
         }
         Ok(out)
     }
@@ -285,14 +277,12 @@ impl TwilioClient {
                             reason: e.to_string(),
                         });
                     }
-                    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    let body: types::ErrorBody = serde_json::from_str(&text).unwrap_or_default();
                     let err = TwilioError::Api {
                         status,
-                        code: body.get("code").and_then(Value::as_i64),
+                        code: body.code,
                         message: body
-                            .get("message")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
+                            .message
                             .unwrap_or_else(|| text.chars().take(200).collect()),
                     };
                     let retry = status == 429 || (status >= 500 && !once);
