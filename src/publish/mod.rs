@@ -102,6 +102,25 @@ impl Tracker {
     }
 }
 
+/// What the publisher needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub writer: sync_writer::Settings,
+    pub sla: Sla,
+    /// Where the publisher lock is taken (a session of its own).
+    pub db_url: Secret,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Settings {
+        Settings {
+            writer: sync_writer::Settings::from_config(cfg),
+            sla: cfg.sla.clone(),
+            db_url: cfg.postgres.url.clone(),
+        }
+    }
+}
+
 pub struct Publisher {
     writer: SyncWriter,
     sla: Sla,
@@ -112,11 +131,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(cfg: &Config, client: TwilioClient, metrics: Arc<Metrics>) -> Publisher {
+    pub fn new(settings: Settings, client: TwilioClient, metrics: Arc<Metrics>) -> Publisher {
         Publisher {
-            writer: SyncWriter::new(cfg, client),
-            sla: cfg.sla.clone(),
-            db_url: cfg.postgres.url.clone(),
+            writer: SyncWriter::new(settings.writer, client),
+            sla: settings.sla,
+            db_url: settings.db_url,
             metrics,
             tracker: Tracker::default(),
             oversize: OversizeLog::default(),

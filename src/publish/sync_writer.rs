@@ -75,12 +75,29 @@ enum Append {
     NoList(TwilioError),
 }
 
-impl SyncWriter {
-    pub fn new(cfg: &crate::config::Config, client: TwilioClient) -> SyncWriter {
-        SyncWriter {
-            client,
+/// What a [`SyncWriter`] needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub service_sid: String,
+    /// Seconds objects live after their last write (0: forever).
+    pub ttl: u64,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &crate::config::Config) -> Settings {
+        Settings {
             service_sid: cfg.twilio.sync_service_sid.clone(),
             ttl: cfg.publish.ttl_seconds,
+        }
+    }
+}
+
+impl SyncWriter {
+    pub fn new(settings: Settings, client: TwilioClient) -> SyncWriter {
+        SyncWriter {
+            client,
+            service_sid: settings.service_sid,
+            ttl: settings.ttl,
         }
     }
 

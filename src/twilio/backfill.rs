@@ -181,20 +181,40 @@ pub fn window(
     Ok(Window { since, until, note })
 }
 
+/// What a backfill needs from the config: the workspace read and, inside `serve`, the
+/// catch-up and reconciliation options and this instance's heartbeat name.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workspace_sid: String,
+    pub options: crate::config::Backfill,
+    /// This instance's name in `instance_heartbeats` (see [`instance_name`]).
+    pub instance: String,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Settings {
+        Settings {
+            workspace_sid: cfg.twilio.workspace_sid.clone(),
+            options: cfg.backfill.clone(),
+            instance: instance_name(cfg),
+        }
+    }
+}
+
 /// Reads TaskRouter's REST Events into a [`Sink`].
 pub struct Backfill {
     client: TwilioClient,
     store: Store,
-    workspace_sid: String,
+    settings: Settings,
     sink: Sink,
 }
 
 impl Backfill {
-    pub fn new(cfg: &Config, client: TwilioClient, store: Store, sink: Sink) -> Backfill {
+    pub fn new(settings: Settings, client: TwilioClient, store: Store, sink: Sink) -> Backfill {
         Backfill {
             client,
             store,
-            workspace_sid: cfg.twilio.workspace_sid.clone(),
+            settings,
             sink,
         }
     }
@@ -250,7 +270,7 @@ impl Backfill {
         let page_size = PAGE_SIZE.to_string();
         crate::twilio::workspace_url(
             &self.client.taskrouter_url,
-            &self.workspace_sid,
+            &self.settings.workspace_sid,
             &["Events"],
             &[
                 ("StartDate", &secs(floor_secs(from))),
@@ -560,9 +580,9 @@ pub fn instance_name(cfg: &Config) -> String {
 /// `backfill.catch_up_min_gap_secs`), resumes catch-ups a previous run left unfinished,
 /// and then, if configured, reconciles the last `reconcile_window_minutes` every
 /// `reconcile_every_minutes`. Everything goes through the queue.
-pub async fn run_in_service(cfg: Config, backfill: Backfill, stop: CancellationToken) {
-    let name = instance_name(&cfg);
-    let opts = cfg.backfill.clone();
+pub async fn run_in_service(backfill: Backfill, stop: CancellationToken) {
+    let name = backfill.settings.instance.clone();
+    let opts = backfill.settings.options.clone();
     // The previous heartbeat must be read before this start writes its own.
     let previous = loop {
         match read_heartbeat(&backfill.store, &name).await {

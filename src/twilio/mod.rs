@@ -110,14 +110,40 @@ fn trim(u: &str) -> String {
     u.trim_end_matches('/').to_owned()
 }
 
-impl TwilioClient {
-    pub fn new(cfg: &Config) -> Result<TwilioClient, TwilioError> {
+/// What the REST client needs: credentials and base URLs.
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// The account SID, or an API key SID (SK…).
+    pub user: String,
+    pub password: Secret,
+    pub taskrouter_url: String,
+    pub sync_url: String,
+    pub conversations_url: String,
+}
+
+impl ClientSettings {
+    /// From `[twilio]`: an API key and secret when set (preferred), else the account SID
+    /// and auth token; Twilio's own hosts unless other base URLs are configured.
+    pub fn from_config(cfg: &Config) -> ClientSettings {
         let t = &cfg.twilio;
         let (user, password) = if !t.api_key_sid.is_empty() {
             (t.api_key_sid.clone(), t.api_key_secret.clone())
         } else {
             (t.account_sid.clone(), t.auth_token.clone())
         };
+        let base = |u: &Option<String>, default: &str| trim(u.as_deref().unwrap_or(default));
+        ClientSettings {
+            user,
+            password,
+            taskrouter_url: base(&t.taskrouter_url, "https://taskrouter.twilio.com"),
+            sync_url: base(&t.sync_url, "https://sync.twilio.com"),
+            conversations_url: base(&t.conversations_url, "https://conversations.twilio.com"),
+        }
+    }
+}
+
+impl TwilioClient {
+    pub fn new(settings: ClientSettings) -> Result<TwilioClient, TwilioError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
@@ -126,19 +152,11 @@ impl TwilioClient {
             .map_err(|e| TwilioError::Config(e.to_string()))?;
         Ok(TwilioClient {
             http,
-            user,
-            password,
-            taskrouter_url: trim(
-                t.taskrouter_url
-                    .as_deref()
-                    .unwrap_or("https://taskrouter.twilio.com"),
-            ),
-            sync_url: trim(t.sync_url.as_deref().unwrap_or("https://sync.twilio.com")),
-            conversations_url: trim(
-                t.conversations_url
-                    .as_deref()
-                    .unwrap_or("https://conversations.twilio.com"),
-            ),
+            user: settings.user,
+            password: settings.password,
+            taskrouter_url: settings.taskrouter_url,
+            sync_url: settings.sync_url,
+            conversations_url: settings.conversations_url,
             max_retries: 4,
         })
     }
@@ -351,7 +369,7 @@ mod tests {
         let mut cfg = crate::config::Config::from_toml("").unwrap();
         cfg.twilio.account_sid = "AC1".into();
         cfg.twilio.auth_token = Secret::new("very-secret");
-        let c = TwilioClient::new(&cfg).unwrap();
+        let c = TwilioClient::new(ClientSettings::from_config(&cfg)).unwrap();
         assert!(!format!("{c:?}").contains("very-secret"));
     }
 

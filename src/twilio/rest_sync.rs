@@ -46,11 +46,31 @@ const MAX_LOOKUPS: usize = 100;
 /// Channel lists fetched per sync round, at most.
 const MAX_CHANNEL_FETCHES: usize = 200;
 
+/// What the REST sync and the reconciliation need from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workspace_sid: String,
+    /// Seconds between REST syncs (0: never).
+    pub sync_interval_secs: u64,
+    /// Cron (with seconds) of the reconciliation; "" or invalid: never.
+    pub reconcile_schedule: String,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Settings {
+        Settings {
+            workspace_sid: cfg.twilio.workspace_sid.clone(),
+            sync_interval_secs: cfg.taskrouter.sync_interval_secs,
+            reconcile_schedule: cfg.taskrouter.reconcile_schedule.clone(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RestSync {
     client: TwilioClient,
     store: Store,
-    workspace_sid: String,
+    settings: Settings,
 }
 
 fn now_ms() -> i64 {
@@ -171,11 +191,11 @@ pub fn task_events_window(
 }
 
 impl RestSync {
-    pub fn new(cfg: &Config, client: TwilioClient, store: Store) -> RestSync {
+    pub fn new(settings: Settings, client: TwilioClient, store: Store) -> RestSync {
         RestSync {
             client,
             store,
-            workspace_sid: cfg.twilio.workspace_sid.clone(),
+            settings,
         }
     }
 
@@ -191,7 +211,7 @@ impl RestSync {
     fn ws_url(&self, path: &[&str], query: &[(&str, &str)]) -> Result<String, SyncError> {
         Ok(crate::twilio::workspace_url(
             &self.client.taskrouter_url,
-            &self.workspace_sid,
+            &self.settings.workspace_sid,
             path,
             query,
         )?)
@@ -409,9 +429,9 @@ impl RestSync {
 }
 
 /// Runs the periodic REST sync and the reconcile schedule until `stop`.
-pub async fn run(sync: RestSync, cfg: Config, stop: CancellationToken) {
-    let interval = cfg.taskrouter.sync_interval_secs;
-    let reconcile: Option<cron::Schedule> = cfg.taskrouter.reconcile_schedule.parse().ok();
+pub async fn run(sync: RestSync, stop: CancellationToken) {
+    let interval = sync.settings.sync_interval_secs;
+    let reconcile: Option<cron::Schedule> = sync.settings.reconcile_schedule.parse().ok();
     let mut next_sync = tokio::time::Instant::now();
     loop {
         let next_reconcile = reconcile
