@@ -18,12 +18,12 @@ use crate::maintenance::retention;
 use crate::metrics::Metrics;
 use crate::publish::jobs;
 use crate::publish::live;
-use crate::publish::{Publisher, SyncWriter};
+use crate::publish::{self, sync_writer, Publisher, SyncWriter};
 use crate::queue::Queue;
 use crate::twilio::backfill::{self, Backfill, Sink};
 use crate::twilio::conversations;
 use crate::twilio::rest_sync::{self, RestSync};
-use crate::twilio::TwilioClient;
+use crate::twilio::{self, TwilioClient};
 use anyhow::Context;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -88,7 +88,7 @@ pub async fn run(
         )),
         tokio::spawn(trim_memory(pipeline_stop.clone())),
     ];
-    let twilio = TwilioClient::new(&cfg)?;
+    let twilio = TwilioClient::new(twilio::ClientSettings::from_config(&cfg))?;
     let hub = Arc::new(live::Hub::default());
     background.push(tokio::spawn(live::run(
         hub.clone(),
@@ -98,14 +98,18 @@ pub async fn run(
         pipeline_stop.clone(),
     )));
     if !cfg.twilio.sync_service_sid.is_empty() {
-        let p = Publisher::new(&cfg, twilio.clone(), metrics.clone());
+        let p = Publisher::new(
+            publish::Settings::from_config(&cfg),
+            twilio.clone(),
+            metrics.clone(),
+        );
         background.push(tokio::spawn(
             p.run(hub.latest.subscribe(), pipeline_stop.clone()),
         ));
         background.extend(jobs::spawn_all(
-            &cfg,
+            &jobs::Settings::from_config(&cfg),
             store.pool().clone(),
-            SyncWriter::new(&cfg, twilio.clone()),
+            SyncWriter::new(sync_writer::Settings::from_config(&cfg), twilio.clone()),
             metrics.clone(),
             pipeline_stop.clone(),
         ));
@@ -126,13 +130,12 @@ pub async fn run(
     )));
     if cfg.rest_configured() {
         let b = Backfill::new(
-            &cfg,
+            backfill::Settings::from_config(&cfg),
             twilio.clone(),
             store.clone(),
             Sink::Queue(queue.clone()),
         );
         background.push(tokio::spawn(backfill::run_in_service(
-            cfg.clone(),
             b,
             pipeline_stop.clone(),
         )));
@@ -142,12 +145,12 @@ pub async fn run(
         );
     }
     if !cfg.twilio.workspace_sid.is_empty() {
-        let sync = RestSync::new(&cfg, twilio, store.clone());
-        background.push(tokio::spawn(rest_sync::run(
-            sync,
-            cfg.clone(),
-            pipeline_stop.clone(),
-        )));
+        let sync = RestSync::new(
+            rest_sync::Settings::from_config(&cfg),
+            twilio,
+            store.clone(),
+        );
+        background.push(tokio::spawn(rest_sync::run(sync, pipeline_stop.clone())));
     } else {
         tracing::info!("twilio.workspace_sid is empty: no TaskRouter REST sync");
     }

@@ -6,6 +6,7 @@
 //! - [`config`]: the TOML contract; [`config::validate`] names every problem.
 //! - [`event`]: the event model every stage shares (params, times, sids, queue entries).
 //! - [`schedule`]: cron helpers for the stages that run on a schedule.
+//! - [`backoff`]: the delay computation shared by every retry loop.
 //! - [`metrics`]: counters and gauges, rendered as Prometheus text.
 //! - [`queue`]: the embedded durable queue (sled): append with group commit, read a
 //!   batch in order, ack, retries and dead letters.
@@ -27,6 +28,7 @@
 
 pub mod app;
 pub mod apply;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod event;

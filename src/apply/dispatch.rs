@@ -13,10 +13,10 @@
 //!   `max_attempts` to the dead-letter store. It never blocks the events behind it.
 
 use crate::apply::store::{Store, StoreError};
+use crate::backoff::Backoff;
 use crate::event::{Event, QueuedCallback};
 use crate::metrics::Metrics;
 use crate::queue::{Item, Loc, Queue};
-use rand::Rng;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
@@ -69,11 +69,9 @@ pub fn partition(key: &str, workers: usize) -> usize {
 /// Backoff before the next attempt of a failing event: 1 s, 2 s, 4 s … capped at 5 min,
 /// with ±20% jitter so failures do not retry in lockstep.
 pub fn retry_delay_ms(attempts: u32) -> i64 {
-    let base = 1000i64
-        .saturating_mul(1i64 << attempts.min(20))
-        .min(300_000);
-    let jitter = rand::thread_rng().gen_range(0.8..1.2);
-    (base as f64 * jitter) as i64
+    const BACKOFF: Backoff =
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(300)).jitter(0.8, 1.2);
+    BACKOFF.delay(attempts).as_millis() as i64
 }
 
 struct Shared {
@@ -244,7 +242,7 @@ async fn worker(id: usize, sh: Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
 /// Applies a batch; on a non-transient failure, isolates the failing events.
 async fn process(sh: &Shared, batch: Vec<Work>) {
     let (items, events): (Vec<Item>, Vec<Event>) = batch.into_iter().unzip();
-    let mut transient_wait = 200u64;
+    let mut transient_attempt = 0u32;
     loop {
         // A hung Postgres call must not hang the worker (or hide from the watchdog):
         // past the limit the attempt counts as a transient failure and is retried.
@@ -286,13 +284,14 @@ async fn process(sh: &Shared, batch: Vec<Work>) {
             Err(e) if e.is_transient() => {
                 sh.metrics.postgres_up.store(0, Relaxed);
                 sh.metrics.apply_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, events = events.len(), retry_in_ms = transient_wait,
+                let wait = Backoff::POSTGRES_UNAVAILABLE.delay(transient_attempt);
+                tracing::warn!(error = %e, events = events.len(), retry_in_ms = wait.as_millis() as u64,
                     "Postgres unavailable; will retry (events stay queued)");
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(transient_wait)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = sh.stop.cancelled() => { release_retries(sh, &items); return; }
                 }
-                transient_wait = (transient_wait * 2).min(5_000);
+                transient_attempt = transient_attempt.saturating_add(1);
             }
             Err(e) => {
                 sh.metrics.apply_errors.fetch_add(1, Relaxed);
@@ -320,6 +319,7 @@ fn fail(sh: &Shared, item: &Item, event: &Event, e: &StoreError) {
         sh.queue.dead_letter(item, &msg)
     } else {
         let delay = retry_delay_ms(item.attempts);
+        sh.metrics.apply_retries.fetch_add(1, Relaxed);
         tracing::warn!(event_sid = %event.sid, event_type = %event.event_type, attempts,
             retry_in_ms = delay, error = %msg, "event failed; will retry");
         sh.queue.defer(item, &msg, delay)

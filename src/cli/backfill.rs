@@ -39,8 +39,14 @@ pub async fn backfill(
         .await
         .with_context(|| format!("migrating {}", cfg.postgres_url_redacted()))?;
     let store = store::Store::new(pool, store::Settings::from_config(&cfg));
-    let client = crate::twilio::TwilioClient::new(&cfg)?;
-    let b = Backfill::new(&cfg, client, store.clone(), Sink::Store(store));
+    let client =
+        crate::twilio::TwilioClient::new(crate::twilio::ClientSettings::from_config(&cfg))?;
+    let b = Backfill::new(
+        backfill::Settings::from_config(&cfg),
+        client,
+        store.clone(),
+        Sink::Store(store),
+    );
     let run = if resume {
         let Some(r) = b.unfinished("cli").await?.pop() else {
             bail!("no interrupted backfill run to resume");
@@ -166,8 +172,10 @@ pub async fn rebuild(cfg: Config, batch: i64) -> anyhow::Result<()> {
         }
     );
     if cfg.rest_configured() {
-        let client = crate::twilio::TwilioClient::new(&cfg)?;
-        crate::twilio::rest_sync::RestSync::new(&cfg, client, store)
+        let client =
+            crate::twilio::TwilioClient::new(crate::twilio::ClientSettings::from_config(&cfg))?;
+        let settings = crate::twilio::rest_sync::Settings::from_config(&cfg);
+        crate::twilio::rest_sync::RestSync::new(settings, client, store)
             .sync_once()
             .await
             .context("the REST sync after the rebuild (activities, workers, channels)")?;

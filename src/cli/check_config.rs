@@ -20,7 +20,7 @@ pub fn run(path: &std::path::Path) -> anyhow::Result<()> {
             let pool = store::pool(&cfg.postgres)?;
             tokio::time::timeout(
                 std::time::Duration::from_secs(cfg.postgres.connect_timeout_secs + 5),
-                jobs::check_sql(&pool, &cfg),
+                jobs::check_sql(&pool, &cfg.jobs),
             )
             .await
             .map_err(|_| anyhow::anyhow!("timed out"))?

@@ -27,7 +27,7 @@ pub fn run(cfg: &Config, command: JobsCommand) -> anyhow::Result<()> {
             runtime()?.block_on(async {
                 let pool = store::pool(&cfg.postgres)?;
                 let started = std::time::Instant::now();
-                let rows = jobs::query(&pool, cfg, job).await?;
+                let rows = jobs::query(&pool, &jobs::Params::from_config(cfg), job).await?;
                 let out = jobs::shape(job, rows)?;
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 eprintln!("({} ms)", started.elapsed().as_millis());

@@ -23,7 +23,6 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
@@ -70,26 +69,65 @@ enum Param {
     Int(i32),
 }
 
-fn param_values(cfg: &Config, names: &[&str], now: chrono::DateTime<chrono::Utc>) -> Vec<Param> {
-    let tz: chrono_tz::Tz = cfg.sla.timezone.parse().unwrap_or(chrono_tz::UTC);
+/// The values of the named parameters jobs may use (see [`PARAMS`]).
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub workspace_sid: String,
+    pub account_sid: String,
+    /// IANA name; an unknown one is taken as UTC for `:today_start`.
+    pub timezone: String,
+    pub sla_threshold_seconds: i64,
+    pub short_abandon_seconds: i64,
+}
+
+impl Params {
+    pub fn from_config(cfg: &Config) -> Params {
+        Params {
+            workspace_sid: cfg.twilio.workspace_sid.clone(),
+            account_sid: cfg.twilio.account_sid.clone(),
+            timezone: cfg.sla.timezone.clone(),
+            sla_threshold_seconds: cfg.sla.threshold_seconds,
+            short_abandon_seconds: cfg.sla.short_abandon_seconds,
+        }
+    }
+}
+
+/// What the job runners need from the config: the jobs and their parameters.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub jobs: Vec<Job>,
+    pub params: Params,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Settings {
+        Settings {
+            jobs: cfg.jobs.clone(),
+            params: Params::from_config(cfg),
+        }
+    }
+}
+
+fn param_values(p: &Params, names: &[&str], now: chrono::DateTime<chrono::Utc>) -> Vec<Param> {
+    let tz: chrono_tz::Tz = p.timezone.parse().unwrap_or(chrono_tz::UTC);
     names
         .iter()
         .map(|n| match *n {
-            "workspace_sid" => Param::Text(cfg.twilio.workspace_sid.clone()),
-            "account_sid" => Param::Text(cfg.twilio.account_sid.clone()),
+            "workspace_sid" => Param::Text(p.workspace_sid.clone()),
+            "account_sid" => Param::Text(p.account_sid.clone()),
             "today_start" => Param::Time(start_of_today(&tz, now)),
             "now" => Param::Time(now),
-            "sla_threshold" => Param::Int(cfg.sla.threshold_seconds as i32),
-            "short_abandon" => Param::Int(cfg.sla.short_abandon_seconds as i32),
-            _ => Param::Text(cfg.sla.timezone.clone()),
+            "sla_threshold" => Param::Int(p.sla_threshold_seconds as i32),
+            "short_abandon" => Param::Int(p.short_abandon_seconds as i32),
+            _ => Param::Text(p.timezone.clone()),
         })
         .collect()
 }
 
 /// Runs a job's query once and returns its rows (as JSON objects).
-pub async fn query(pool: &Pool, cfg: &Config, job: &Job) -> Result<Vec<Value>, JobError> {
+pub async fn query(pool: &Pool, params: &Params, job: &Job) -> Result<Vec<Value>, JobError> {
     let (sql, names) = wrapped_sql(job).map_err(JobError::Shape)?;
-    let params = param_values(cfg, &names, chrono::Utc::now());
+    let params = param_values(params, &names, chrono::Utc::now());
     let refs: Vec<&(dyn ToSql + Sync)> = params
         .iter()
         .map(|p| match p {
@@ -172,7 +210,7 @@ pub use crate::metrics::JobStatus;
 /// One job's loop.
 struct Runner {
     job: Job,
-    cfg: Config,
+    params: Params,
     pool: Pool,
     writer: SyncWriter,
     metrics: Arc<Metrics>,
@@ -212,7 +250,7 @@ impl Runner {
                 let id = format!("document {name}");
                 if self.tracker.should_write(&id, name, &data, ttl) {
                     self.writer.write_document(name, &data).await?;
-                    self.metrics.sync_writes.fetch_add(1, Relaxed);
+                    self.metrics.sync_writes.inc();
                     self.tracker.written(id, data);
                 }
             }
@@ -228,7 +266,7 @@ impl Runner {
                     let id = format!("map {name} item {k}");
                     if self.tracker.should_write(&id, name, v, ttl) {
                         self.writer.write_item(name, k, v).await?;
-                        self.metrics.sync_writes.fetch_add(1, Relaxed);
+                        self.metrics.sync_writes.inc();
                         self.tracker.written(id, v.clone());
                         self.map_keys.insert(k.clone(), v.clone());
                     }
@@ -241,7 +279,7 @@ impl Runner {
                     .collect();
                 for k in gone {
                     self.writer.delete_item(name, &k).await?;
-                    self.metrics.sync_writes.fetch_add(1, Relaxed);
+                    self.metrics.sync_writes.inc();
                     self.map_keys.remove(&k);
                     self.tracker.forget(&format!("map {name} item {k}"));
                 }
@@ -254,7 +292,7 @@ impl Runner {
                     .collect();
                 // Called even when nothing changed: with a TTL, unchanged items are renewed.
                 let writes = self.writer.write_list(name, &mut self.list, &rows).await?;
-                self.metrics.sync_writes.fetch_add(writes as u64, Relaxed);
+                self.metrics.sync_writes.inc_by(writes as u64);
             }
             _ => return Err(JobError::Shape("result does not fit the target".into())),
         }
@@ -287,7 +325,7 @@ impl Runner {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = stop.cancelled() => return,
             }
-            if self.metrics.publisher_leader.load(Relaxed) != 1 {
+            if self.metrics.publisher_leader.get() != 1 {
                 last = None; // another instance publishes; our state may be stale
                 run_at = Instant::now() + crate::schedule::until_next_tick(&schedule);
                 continue;
@@ -302,7 +340,7 @@ impl Runner {
             }
             run_at = Instant::now() + crate::schedule::until_next_tick(&schedule);
             let started = Instant::now();
-            let result = match query(&self.pool, &self.cfg, &self.job).await {
+            let result = match query(&self.pool, &self.params, &self.job).await {
                 Ok(rows) => match shape(&self.job, rows) {
                     Ok(out) => {
                         last = Some(out.clone());
@@ -343,18 +381,19 @@ impl Runner {
 /// Starts one task per job. They publish only while this instance holds the publisher
 /// lock (see [`crate::publish`]).
 pub fn spawn_all(
-    cfg: &Config,
+    settings: &Settings,
     pool: Pool,
     writer: SyncWriter,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    cfg.jobs
+    settings
+        .jobs
         .iter()
         .map(|job| {
             let r = Runner {
                 job: job.clone(),
-                cfg: cfg.clone(),
+                params: settings.params.clone(),
                 pool: pool.clone(),
                 writer: writer.clone().with_ttl(job.ttl_seconds),
                 metrics: metrics.clone(),
@@ -370,10 +409,10 @@ pub fn spawn_all(
 }
 
 /// Prepares every job's SQL against the database; returns one message per broken job.
-pub async fn check_sql(pool: &Pool, cfg: &Config) -> Result<Vec<String>, StoreError> {
+pub async fn check_sql(pool: &Pool, jobs: &[Job]) -> Result<Vec<String>, StoreError> {
     let client = pool.get().await?;
     let mut problems = Vec::new();
-    for job in &cfg.jobs {
+    for job in jobs {
         let (sql, _) = match wrapped_sql(job) {
             Ok(s) => s,
             Err(e) => {

@@ -30,7 +30,6 @@ pub use crate::publish::sync_writer::{ListState, SyncWriter};
 use crate::twilio::TwilioClient;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use summary::SyncObject;
@@ -103,6 +102,25 @@ impl Tracker {
     }
 }
 
+/// What the publisher needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub writer: sync_writer::Settings,
+    pub sla: Sla,
+    /// Where the publisher lock is taken (a session of its own).
+    pub db_url: Secret,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Settings {
+        Settings {
+            writer: sync_writer::Settings::from_config(cfg),
+            sla: cfg.sla.clone(),
+            db_url: cfg.postgres.url.clone(),
+        }
+    }
+}
+
 pub struct Publisher {
     writer: SyncWriter,
     sla: Sla,
@@ -113,11 +131,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(cfg: &Config, client: TwilioClient, metrics: Arc<Metrics>) -> Publisher {
+    pub fn new(settings: Settings, client: TwilioClient, metrics: Arc<Metrics>) -> Publisher {
         Publisher {
-            writer: SyncWriter::new(cfg, client),
-            sla: cfg.sla.clone(),
-            db_url: cfg.postgres.url.clone(),
+            writer: SyncWriter::new(settings.writer, client),
+            sla: settings.sla,
+            db_url: settings.db_url,
             metrics,
             tracker: Tracker::default(),
             oversize: OversizeLog::default(),
@@ -139,20 +157,22 @@ impl Publisher {
             {
                 continue;
             }
+            let started = Instant::now();
             let r = match &obj {
                 SyncObject::Document { name, .. } => self.writer.write_document(name, &data).await,
                 SyncObject::MapItem { map, key, .. } => {
                     self.writer.write_item(map, key, &data).await
                 }
             };
+            self.metrics.sync_write_seconds.observe(started.elapsed());
             match r {
                 Ok(()) => {
                     written += 1;
-                    self.metrics.sync_writes.fetch_add(1, Relaxed);
+                    self.metrics.sync_writes.inc();
                     self.tracker.written(id, data.into_owned());
                 }
                 Err(e) => {
-                    self.metrics.sync_errors.fetch_add(1, Relaxed);
+                    self.metrics.sync_errors.inc();
                     tracing::warn!(object = %id, error = %e, "Sync write failed; will retry on the next tick");
                 }
             }
@@ -178,7 +198,7 @@ impl Publisher {
                 if c.is_closed() || c.simple_query("SELECT 1").await.is_err() {
                     tracing::warn!("lost the publisher lock (Postgres session ended)");
                     leader = None;
-                    self.metrics.publisher_leader.store(0, Relaxed);
+                    self.metrics.publisher_leader.set(0);
                     // Another instance may have published meanwhile: rewrite everything.
                     self.tracker.clear();
                 }
@@ -188,7 +208,7 @@ impl Publisher {
                 leader = self.try_lead().await;
                 if leader.is_some() {
                     tracing::info!("this instance publishes to Sync");
-                    self.metrics.publisher_leader.store(1, Relaxed);
+                    self.metrics.publisher_leader.set(1);
                 }
             }
             if leader.is_none() {
@@ -203,8 +223,7 @@ impl Publisher {
                         .signed_duration_since(t)
                         .num_milliseconds();
                     self.metrics
-                        .publish_lag_ms
-                        .store(lag.max(0) as u64, Relaxed);
+                        .set_publish_lag(Duration::from_millis(lag.max(0) as u64));
                 }
             }
         }

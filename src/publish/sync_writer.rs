@@ -14,12 +14,16 @@
 //!   been applied (5xx, timeout, connection lost) the list is read back and an item that
 //!   did land is adopted instead of being appended again.
 
+use crate::backoff::Backoff;
+use crate::twilio::types::{self, SyncListItem};
 use crate::twilio::{segment, TwilioClient, TwilioError};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Appends to one list tried at most this many times when their outcome stays unknown.
 const APPEND_ATTEMPTS: u32 = 4;
+/// Between those appends: 500 ms, 1 s, 2 s (attempts 1 to 3).
+const APPEND_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
 /// Sync item lists return at most 100 items a page.
 const PAGE_SIZE: usize = 100;
 
@@ -71,12 +75,29 @@ enum Append {
     NoList(TwilioError),
 }
 
-impl SyncWriter {
-    pub fn new(cfg: &crate::config::Config, client: TwilioClient) -> SyncWriter {
-        SyncWriter {
-            client,
+/// What a [`SyncWriter`] needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub service_sid: String,
+    /// Seconds objects live after their last write (0: forever).
+    pub ttl: u64,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &crate::config::Config) -> Settings {
+        Settings {
             service_sid: cfg.twilio.sync_service_sid.clone(),
             ttl: cfg.publish.ttl_seconds,
+        }
+    }
+}
+
+impl SyncWriter {
+    pub fn new(settings: Settings, client: TwilioClient) -> SyncWriter {
+        SyncWriter {
+            client,
+            service_sid: settings.service_sid,
+            ttl: settings.ttl,
         }
     }
 
@@ -285,7 +306,7 @@ impl SyncWriter {
         loop {
             pace().await;
             let err = match self.client.post_once(items_url, &form).await {
-                Ok(v) => match v.get("index").and_then(Value::as_i64) {
+                Ok(v) => match types::or_default::<SyncListItem>(v).index {
                     Some(idx) => {
                         st.push(idx, row.clone(), Some(Instant::now()));
                         return Ok(Append::Done);
@@ -313,7 +334,7 @@ impl SyncWriter {
             if attempt >= APPEND_ATTEMPTS {
                 return Err(err);
             }
-            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            tokio::time::sleep(APPEND_BACKOFF.delay(attempt)).await;
         }
     }
 
@@ -323,7 +344,7 @@ impl SyncWriter {
         let from = st.watermark.map_or(0, |w| w + 1);
         let url =
             format!("{items_url}?Order=asc&From={from}&Bounds=inclusive&PageSize={PAGE_SIZE}");
-        let found = match self.client.list(&url, "items").await {
+        let found = match self.client.list::<SyncListItem>(&url).await {
             Err(e) if e.status() == Some(404) => {
                 st.items.clear();
                 st.watermark = None;
@@ -332,12 +353,11 @@ impl SyncWriter {
             r => r?,
         };
         for item in found {
-            let Some(idx) = item.get("index").and_then(Value::as_i64) else {
+            let Some(idx) = item.index else {
                 continue;
             };
             if st.watermark.is_none_or(|w| idx > w) {
-                let data = item.get("data").cloned().unwrap_or(Value::Null);
-                st.push(idx, data, None);
+                st.push(idx, item.data, None);
             }
         }
         st.synced = true;

@@ -13,6 +13,8 @@
 //!   `tasks.messages_fetch_error` and a warning. A 404 never means "no messages".
 
 use crate::apply::store::{Store, StoreError};
+use crate::backoff::Backoff;
+use crate::twilio::types::{self, ConversationsConfiguration, Message};
 use crate::twilio::{segment, TwilioClient, TwilioError};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -44,23 +46,23 @@ impl From<tokio_postgres::Error> for FetchError {
 /// The delay before the next read after `attempts` failed ones: 5 s doubling, at most
 /// 6 h (a conversation not visible yet is usually there seconds later).
 pub fn retry_delay(attempts: i32) -> Duration {
-    let exp = attempts.clamp(1, 16) - 1;
-    Duration::from_secs((5u64 << exp).min(6 * 3600))
+    const BACKOFF: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(6 * 3600));
+    BACKOFF.delay(attempts.max(1).unsigned_abs() - 1)
 }
 
 /// A REST message as a `messages` row.
-pub fn message_row(m: &Value, conversation_sid: &str) -> Option<Value> {
+pub fn message_row(m: &Message, conversation_sid: &str) -> Option<Value> {
     let created = m
-        .get("date_created")
-        .and_then(Value::as_str)
+        .date_created
+        .as_deref()
         .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())?;
     Some(json!({
-        "sid": m.get("sid")?.as_str()?,
+        "sid": m.sid.as_deref()?,
         "conversation_sid": conversation_sid,
-        "chat_service_sid": m.get("chat_service_sid").and_then(Value::as_str),
-        "index": m.get("index").and_then(Value::as_i64),
-        "author": m.get("author").and_then(Value::as_str),
-        "participant_sid": m.get("participant_sid").and_then(Value::as_str),
+        "chat_service_sid": m.chat_service_sid,
+        "index": m.index,
+        "author": m.author,
+        "participant_sid": m.participant_sid,
         "created_at": created.with_timezone(&chrono::Utc).to_rfc3339(),
         "source": "rest",
     }))
@@ -88,13 +90,10 @@ impl Fetcher {
             return Ok(s.clone());
         }
         let url = format!("{}/v1/Configuration", self.client.conversations_url);
-        let cfg = self.client.get_page(&url).await?;
+        let cfg: ConversationsConfiguration = types::or_default(self.client.get_page(&url).await?);
         let sid = cfg
-            .get("default_chat_service_sid")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or(FetchError::NoDefaultService)?
-            .to_owned();
+            .default_chat_service_sid
+            .ok_or(FetchError::NoDefaultService)?;
         self.default_service = Some(sid.clone());
         Ok(sid)
     }
@@ -110,7 +109,7 @@ impl Fetcher {
             segment(&service),
             segment(conv)
         );
-        let msgs = self.client.list(&url, "messages").await?;
+        let msgs = self.client.list::<Message>(&url).await?;
         let rows: Vec<Value> = msgs
             .iter()
             .filter_map(|m| message_row(m, conv))
@@ -217,13 +216,13 @@ mod tests {
     fn rest_messages_become_rows() {
         let m = json!({"sid": "IM1", "index": 3, "author": "alice", "participant_sid": "MB1",
                        "date_created": "2026-01-01T08:00:05Z", "body": "hi"});
-        let r = message_row(&m, "CH1").unwrap();
+        let r = message_row(&types::or_default(m), "CH1").unwrap();
         assert_eq!(r["sid"], "IM1");
         assert_eq!(r["index"], 3);
         assert_eq!(r["source"], "rest");
         assert!(r.get("body").is_none(), "bodies are not stored");
         assert!(r["chat_service_sid"].is_null());
-        assert!(message_row(&json!({"sid": "IM2"}), "CH1").is_none());
+        assert!(message_row(&types::or_default(json!({"sid": "IM2"})), "CH1").is_none());
     }
 
     #[test]

@@ -12,9 +12,10 @@
 pub mod backfill;
 pub mod conversations;
 pub mod rest_sync;
+pub mod types;
 
+use crate::backoff::Backoff;
 use crate::config::{Config, Secret};
-use rand::Rng;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -99,24 +100,50 @@ impl std::fmt::Debug for TwilioClient {
     }
 }
 
-/// Backoff before retry `attempt` (0-based): full jitter over 200 ms × 2^attempt, at most 10 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap = (200u64 << attempt.min(10)).min(10_000);
-    Duration::from_millis(rand::thread_rng().gen_range(cap / 4..=cap))
-}
+/// Backoff before retry `attempt` (0-based): jitter over the upper three quarters of
+/// 200 ms × 2^attempt, at most 10 s; a `Retry-After` is honoured up to a minute.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
+    .jitter(0.25, 1.0)
+    .max_hint(Duration::from_secs(60));
 
 fn trim(u: &str) -> String {
     u.trim_end_matches('/').to_owned()
 }
 
-impl TwilioClient {
-    pub fn new(cfg: &Config) -> Result<TwilioClient, TwilioError> {
+/// What the REST client needs: credentials and base URLs.
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// The account SID, or an API key SID (SK…).
+    pub user: String,
+    pub password: Secret,
+    pub taskrouter_url: String,
+    pub sync_url: String,
+    pub conversations_url: String,
+}
+
+impl ClientSettings {
+    /// From `[twilio]`: an API key and secret when set (preferred), else the account SID
+    /// and auth token; Twilio's own hosts unless other base URLs are configured.
+    pub fn from_config(cfg: &Config) -> ClientSettings {
         let t = &cfg.twilio;
         let (user, password) = if !t.api_key_sid.is_empty() {
             (t.api_key_sid.clone(), t.api_key_secret.clone())
         } else {
             (t.account_sid.clone(), t.auth_token.clone())
         };
+        let base = |u: &Option<String>, default: &str| trim(u.as_deref().unwrap_or(default));
+        ClientSettings {
+            user,
+            password,
+            taskrouter_url: base(&t.taskrouter_url, "https://taskrouter.twilio.com"),
+            sync_url: base(&t.sync_url, "https://sync.twilio.com"),
+            conversations_url: base(&t.conversations_url, "https://conversations.twilio.com"),
+        }
+    }
+}
+
+impl TwilioClient {
+    pub fn new(settings: ClientSettings) -> Result<TwilioClient, TwilioError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
@@ -125,19 +152,11 @@ impl TwilioClient {
             .map_err(|e| TwilioError::Config(e.to_string()))?;
         Ok(TwilioClient {
             http,
-            user,
-            password,
-            taskrouter_url: trim(
-                t.taskrouter_url
-                    .as_deref()
-                    .unwrap_or("https://taskrouter.twilio.com"),
-            ),
-            sync_url: trim(t.sync_url.as_deref().unwrap_or("https://sync.twilio.com")),
-            conversations_url: trim(
-                t.conversations_url
-                    .as_deref()
-                    .unwrap_or("https://conversations.twilio.com"),
-            ),
+            user: settings.user,
+            password: settings.password,
+            taskrouter_url: settings.taskrouter_url,
+            sync_url: settings.sync_url,
+            conversations_url: settings.conversations_url,
             max_retries: 4,
         })
     }
@@ -185,8 +204,10 @@ impl TwilioClient {
             .map(drop)
     }
 
-    /// Every item of a paged list, following `meta.next_page_url`.
-    pub async fn list(&self, first_url: &str, key: &str) -> Result<Vec<Value>, TwilioError> {
+    /// Every item of a paged list, following `meta.next_page_url`. Guarantees: a page
+    /// without its `T::KEY` array is an error ([`TwilioError::Decode`]); items that do
+    /// not read as `T` are left out (see [`types`]).
+    pub async fn list<T: types::Listed>(&self, first_url: &str) -> Result<Vec<T>, TwilioError> {
         let mut out = Vec::new();
         let mut next = Some(first_url.to_owned());
         let mut pages = 0;
@@ -201,20 +222,9 @@ impl TwilioClient {
             let page = self
                 .send(reqwest::Method::GET, &url, &[], Idempotency::Idempotent)
                 .await?;
-            let items =
-                page.get(key)
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| TwilioError::Decode {
-                        url: url.clone(),
-                        reason: format!("no `{key}` array in the page"),
-                    })?;
-            out.extend(items.iter().cloned());
-            next = page
-                .get("meta")
-                .and_then(|m| m.get("next_page_url"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned);
+            let page = types::Page::<T>::decode(&url, page)?;
+            out.extend(page.items);
+            next = page.next_page_url;
         }
         Ok(out)
     }
@@ -241,12 +251,7 @@ impl TwilioClient {
                 Err(e) => {
                     // reqwest's text says little ("error sending request"): add its causes.
                     let e = e.without_url();
-                    let mut reason = e.to_string();
-                    let mut src = std::error::Error::source(&e);
-                    while let Some(inner) = src {
-                        reason.push_str(&format!(": {inner}"));
-                        src = inner.source();
-                    }
+                    let reason = crate::util::error_chain(&e);
                     // A connect error (refused, DNS, TLS handshake, connect timeout) sent
                     // nothing; anything later may have reached Twilio.
                     let sent = !e.is_connect();
@@ -264,7 +269,7 @@ impl TwilioClient {
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s.min(60)));
+                        .map(Duration::from_secs);
                     let text = match resp.text().await {
                         Ok(t) => t,
                         // The answer was cut off: for a success, what it said is unknown.
@@ -285,14 +290,12 @@ impl TwilioClient {
                             reason: e.to_string(),
                         });
                     }
-                    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    let body: types::ErrorBody = serde_json::from_str(&text).unwrap_or_default();
                     let err = TwilioError::Api {
                         status,
-                        code: body.get("code").and_then(Value::as_i64),
+                        code: body.code,
                         message: body
-                            .get("message")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
+                            .message
                             .unwrap_or_else(|| text.chars().take(200).collect()),
                     };
                     let retry = status == 429 || (status >= 500 && !once);
@@ -305,7 +308,7 @@ impl TwilioClient {
                 }
                 return Err(err);
             }
-            let delay = wait.unwrap_or_else(|| backoff(attempt));
+            let delay = BACKOFF.delay_or(attempt, wait);
             tracing::debug!(%method, url, error = %err, retry_in_ms = delay.as_millis() as u64, "retrying Twilio request");
             tokio::time::sleep(delay).await;
             attempt += 1;
@@ -348,10 +351,12 @@ mod tests {
     #[test]
     fn backoff_is_jittered_and_capped() {
         for a in 0..20 {
-            let d = backoff(a);
+            let d = BACKOFF.delay(a);
             assert!(d <= Duration::from_secs(10));
             assert!(d >= Duration::from_millis(50));
         }
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(BACKOFF.delay_or(0, hour), Duration::from_secs(60));
     }
 
     #[test]
@@ -359,7 +364,7 @@ mod tests {
         let mut cfg = crate::config::Config::from_toml("").unwrap();
         cfg.twilio.account_sid = "AC1".into();
         cfg.twilio.auth_token = Secret::new("very-secret");
-        let c = TwilioClient::new(&cfg).unwrap();
+        let c = TwilioClient::new(ClientSettings::from_config(&cfg)).unwrap();
         assert!(!format!("{c:?}").contains("very-secret"));
     }
 

@@ -17,6 +17,7 @@ use crate::apply::store::Store;
 use crate::config::Config;
 use crate::event::sources;
 use crate::event::Event;
+use crate::twilio::types::{self, Activity, RestEvent, Task, Worker, WorkerChannel};
 use crate::twilio::{TwilioClient, TwilioError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -45,71 +46,69 @@ const MAX_LOOKUPS: usize = 100;
 /// Channel lists fetched per sync round, at most.
 const MAX_CHANNEL_FETCHES: usize = 200;
 
+/// What the REST sync and the reconciliation need from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workspace_sid: String,
+    /// Seconds between REST syncs (0: never).
+    pub sync_interval_secs: u64,
+    /// Cron (with seconds) of the reconciliation; "" or invalid: never.
+    pub reconcile_schedule: String,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Settings {
+        Settings {
+            workspace_sid: cfg.twilio.workspace_sid.clone(),
+            sync_interval_secs: cfg.taskrouter.sync_interval_secs,
+            reconcile_schedule: cfg.taskrouter.reconcile_schedule.clone(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RestSync {
     client: TwilioClient,
     store: Store,
-    workspace_sid: String,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-fn s(v: &Value, k: &str) -> Option<String> {
-    v.get(k)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
-fn i(v: &Value, k: &str) -> Option<i64> {
-    v.get(k).and_then(|x| {
-        x.as_i64()
-            .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
-    })
-}
-
-fn b(v: &Value, k: &str) -> Option<bool> {
-    v.get(k).and_then(Value::as_bool)
+    settings: Settings,
 }
 
 /// Activity state from a REST activity.
-pub fn activity_from_rest(a: &Value, now: i64) -> Option<(String, ActivityState)> {
+pub fn activity_from_rest(a: &Activity, now: i64) -> Option<(String, ActivityState)> {
     let clock = rules::rest_clock(now, 0);
     Some((
-        s(a, "sid")?,
+        a.sid.clone()?,
         ActivityState {
-            name: s(a, "friendly_name").map(|n| Reg(clock.clone(), n)),
-            available: b(a, "available").map(|v| Reg(clock.clone(), v)),
+            name: a.friendly_name.clone().map(|n| Reg(clock.clone(), n)),
+            available: a.available.map(|v| Reg(clock.clone(), v)),
             deleted: None,
         },
     ))
 }
 
 /// Worker state from a REST worker. `attributes` arrives as a JSON string.
-pub fn worker_from_rest(w: &Value, now: i64) -> Option<(String, WorkerState)> {
+pub fn worker_from_rest(w: &Worker, now: i64) -> Option<(String, WorkerState)> {
     let clock = rules::rest_clock(now, 0);
-    let r = |v: Option<String>| v.map(|v| Reg(clock.clone(), v));
-    let attributes = w.get("attributes").map(|a| match a {
+    let r = |v: &Option<String>| v.clone().map(|v| Reg(clock.clone(), v));
+    let attributes = w.attributes.as_ref().map(|a| match a {
         Value::String(text) => {
             serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
         }
         other => other.clone(),
     });
     Some((
-        s(w, "sid")?,
+        w.sid.clone()?,
         WorkerState {
-            account_sid: r(s(w, "account_sid")),
-            workspace_sid: r(s(w, "workspace_sid")),
-            name: r(s(w, "friendly_name")),
+            account_sid: r(&w.account_sid),
+            workspace_sid: r(&w.workspace_sid),
+            name: r(&w.friendly_name),
             attributes: attributes.map(|a| Reg(clock.clone(), a)),
-            activity: s(w, "activity_sid").map(|sid| {
+            activity: w.activity_sid.clone().map(|sid| {
                 Reg(
                     clock.clone(),
                     ActivityRef {
                         sid,
-                        name: s(w, "activity_name"),
+                        name: w.activity_name.clone(),
                     },
                 )
             }),
@@ -119,17 +118,20 @@ pub fn worker_from_rest(w: &Value, now: i64) -> Option<(String, WorkerState)> {
 }
 
 /// Channel state from a REST worker channel.
-pub fn channel_from_rest(c: &Value, now: i64) -> Option<(String, ChannelState)> {
+pub fn channel_from_rest(c: &WorkerChannel, now: i64) -> Option<(String, ChannelState)> {
     let clock = rules::rest_clock(now, 0);
-    let name = s(c, "task_channel_unique_name").or_else(|| s(c, "task_channel_sid"))?;
+    let name = c
+        .task_channel_unique_name
+        .clone()
+        .or_else(|| c.task_channel_sid.clone())?;
     Some((
         name,
         ChannelState {
-            task_channel_sid: s(c, "task_channel_sid").map(|v| Reg(clock.clone(), v)),
-            capacity: i(c, "configured_capacity").map(|v| Reg(clock.clone(), v)),
-            available: b(c, "available").map(|v| Reg(clock.clone(), v)),
+            task_channel_sid: c.task_channel_sid.clone().map(|v| Reg(clock.clone(), v)),
+            capacity: c.configured_capacity.map(|v| Reg(clock.clone(), v)),
+            available: c.available.map(|v| Reg(clock.clone(), v)),
             available_capacity: None,
-            task_count: i(c, "assigned_tasks").map(|v| Reg(clock.clone(), v)),
+            task_count: c.assigned_tasks.map(|v| Reg(clock.clone(), v)),
             last_event: None,
         },
     ))
@@ -138,13 +140,13 @@ pub fn channel_from_rest(c: &Value, now: i64) -> Option<(String, ChannelState)> 
 /// The state change that TaskRouter's own answer about one existing task implies: its
 /// status, and its ending when that status is final. (A 404 says less: see
 /// [`RestSync::reconcile_once`].)
-pub fn task_from_rest(t: &Value, now: i64) -> TaskState {
-    let status = s(t, "assignment_status").unwrap_or_default();
+pub fn task_from_rest(t: &Task, now: i64) -> TaskState {
+    let status = t.assignment_status.clone().unwrap_or_default();
     let clock = rules::rest_clock(now, rules::task_status_rank(&status));
     let ended = matches!(status.as_str(), "completed" | "canceled");
     TaskState {
-        age: i(t, "age").map(|a| Reg(clock.clone(), a)),
-        ended: ended.then(|| Reg(clock.clone(), (i(t, "age"), format!("rest:{status}")))),
+        age: t.age.map(|a| Reg(clock.clone(), a)),
+        ended: ended.then(|| Reg(clock.clone(), (t.age, format!("rest:{status}")))),
         status: (!status.is_empty()).then(|| Reg(clock.clone(), status)),
         ..TaskState::default()
     }
@@ -185,11 +187,11 @@ pub fn task_events_window(
 }
 
 impl RestSync {
-    pub fn new(cfg: &Config, client: TwilioClient, store: Store) -> RestSync {
+    pub fn new(settings: Settings, client: TwilioClient, store: Store) -> RestSync {
         RestSync {
             client,
             store,
-            workspace_sid: cfg.twilio.workspace_sid.clone(),
+            settings,
         }
     }
 
@@ -205,7 +207,7 @@ impl RestSync {
     fn ws_url(&self, path: &[&str], query: &[(&str, &str)]) -> Result<String, SyncError> {
         Ok(crate::twilio::workspace_url(
             &self.client.taskrouter_url,
-            &self.workspace_sid,
+            &self.settings.workspace_sid,
             path,
             query,
         )?)
@@ -213,14 +215,11 @@ impl RestSync {
 
     /// Activities, workers, and the channels of workers without known channels.
     pub async fn sync_once(&self) -> Result<(), SyncError> {
-        let now = now_ms();
+        let now = crate::util::now_ms();
         let mut d = Deltas::default();
         for a in self
             .client
-            .list(
-                &self.ws_url(&["Activities"], &[("PageSize", "200")])?,
-                "activities",
-            )
+            .list::<Activity>(&self.ws_url(&["Activities"], &[("PageSize", "200")])?)
             .await?
         {
             if let Some((k, st)) = activity_from_rest(&a, now) {
@@ -229,10 +228,7 @@ impl RestSync {
         }
         let workers = self
             .client
-            .list(
-                &self.ws_url(&["Workers"], &[("PageSize", "200")])?,
-                "workers",
-            )
+            .list::<Worker>(&self.ws_url(&["Workers"], &[("PageSize", "200")])?)
             .await?;
         for w in &workers {
             if let Some((k, st)) = worker_from_rest(w, now) {
@@ -255,10 +251,10 @@ impl RestSync {
             .collect()
         };
         let mut d = Deltas::default();
-        let now = now_ms();
+        let now = crate::util::now_ms();
         for w in &unknown {
             let url = self.ws_url(&["Workers", w, "Channels"], &[("PageSize", "100")])?;
-            match self.client.list(&url, "channels").await {
+            match self.client.list::<WorkerChannel>(&url).await {
                 Ok(chs) => {
                     for c in chs {
                         if let Some((name, st)) = channel_from_rest(&c, now) {
@@ -319,12 +315,12 @@ impl RestSync {
             return Ok(0);
         }
         // Only a complete list counts; any error aborts the round with nothing changed.
-        let open: HashMap<String, Value> = self
+        let open: HashMap<String, Task> = self
             .client
-            .list(&self.ws_url(&["Tasks"], &open_tasks_query())?, "tasks")
+            .list::<Task>(&self.ws_url(&["Tasks"], &open_tasks_query())?)
             .await?
             .into_iter()
-            .filter_map(|t| Some((s(&t, "sid")?, t)))
+            .filter_map(|t| Some((t.sid.clone()?, t)))
             .collect();
         let now_t = Utc::now();
         let now = now_t.timestamp_millis();
@@ -333,7 +329,7 @@ impl RestSync {
         let mut lookups = 0;
         for (sid, status, created) in local {
             if let Some(t) = open.get(&sid) {
-                if s(t, "assignment_status").as_deref() != Some(status.as_str()) {
+                if t.assignment_status.as_deref() != Some(status.as_str()) {
                     d.tasks.insert(sid, task_from_rest(t, now));
                 }
                 continue;
@@ -348,8 +344,8 @@ impl RestSync {
                 .client
                 .get(&self.ws_url(&["Tasks", &sid], &[])?)
                 .await?;
-            if let Some(t) = t {
-                if s(&t, "assignment_status").as_deref() != Some(status.as_str()) {
+            if let Some(t) = t.map(types::or_default::<Task>) {
+                if t.assignment_status.as_deref() != Some(status.as_str()) {
                     d.tasks.insert(sid, task_from_rest(&t, now));
                 }
                 continue;
@@ -415,11 +411,12 @@ impl RestSync {
                 ],
             )
             .map_err(|e| TwilioError::Config(e.to_string()))?;
-        let items = crate::twilio::backfill::read_all_pages(&self.client, &url, "events").await?;
+        let items: Vec<RestEvent> =
+            crate::twilio::backfill::read_all_pages(&self.client, &url).await?;
         let received = now.timestamp_millis();
         Ok(items
             .iter()
-            .filter_map(sources::params_from_rest)
+            .filter_map(|e| sources::params_from_rest(&e.0))
             .map(|p| Event::from_params(&p, received))
             // A filter the server ignored must not end another task's story here.
             .filter(|e| e.task_sid() == Some(sid))
@@ -428,9 +425,9 @@ impl RestSync {
 }
 
 /// Runs the periodic REST sync and the reconcile schedule until `stop`.
-pub async fn run(sync: RestSync, cfg: Config, stop: CancellationToken) {
-    let interval = cfg.taskrouter.sync_interval_secs;
-    let reconcile: Option<cron::Schedule> = cfg.taskrouter.reconcile_schedule.parse().ok();
+pub async fn run(sync: RestSync, stop: CancellationToken) {
+    let interval = sync.settings.sync_interval_secs;
+    let reconcile: Option<cron::Schedule> = sync.settings.reconcile_schedule.parse().ok();
     let mut next_sync = tokio::time::Instant::now();
     loop {
         let next_reconcile = reconcile
@@ -468,8 +465,8 @@ mod tests {
     #[test]
     fn rest_worker_parses_attribute_string() {
         let (sid, w) = worker_from_rest(
-            &json!({"sid": "WK1", "friendly_name": "alice", "activity_sid": "WA1",
-                    "activity_name": "Available", "attributes": "{\"contact_uri\":\"client:alice\"}"}),
+            &types::or_default(json!({"sid": "WK1", "friendly_name": "alice", "activity_sid": "WA1",
+                    "activity_name": "Available", "attributes": "{\"contact_uri\":\"client:alice\"}"})),
             1000,
         )
         .unwrap();
@@ -483,10 +480,16 @@ mod tests {
 
     #[test]
     fn an_open_task_keeps_its_status_a_final_one_ends() {
-        let open = task_from_rest(&json!({"assignment_status": "wrapping", "age": 90}), 5);
+        let open = task_from_rest(
+            &types::or_default(json!({"assignment_status": "wrapping", "age": 90})),
+            5,
+        );
         assert_eq!(open.status.unwrap().1, "wrapping");
         assert!(open.ended.is_none());
-        let done = task_from_rest(&json!({"assignment_status": "canceled", "age": 9}), 5);
+        let done = task_from_rest(
+            &types::or_default(json!({"assignment_status": "canceled", "age": 9})),
+            5,
+        );
         assert_eq!(done.status.unwrap().1, "canceled");
         assert_eq!(done.ended.unwrap().1, (Some(9), "rest:canceled".to_owned()));
     }
@@ -546,7 +549,7 @@ mod tests {
     fn later_events_beat_the_rest_snapshot() {
         let mut st = TaskState::default();
         st.merge(task_from_rest(
-            &json!({"assignment_status": "assigned"}),
+            &types::or_default(json!({"assignment_status": "assigned"})),
             1_000,
         ));
         // An event after the read (e.g. the task was still wrapping) wins.

@@ -17,19 +17,30 @@
 //! pages are appended to the durable queue like callbacks; the `backfill` command,
 //! which may run beside `serve` (whose queue it cannot open), applies them with the
 //! same batched transactions the queue's workers use.
+//!
+//! Files: this one holds the run engine (runs, slicing, paging, delivery); `window.rs`
+//! the pure time arithmetic; `service.rs` the heartbeat, catch-up and reconciliation
+//! inside `serve`.
 
 use crate::apply::store::{Store, StoreError};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::event::sources;
 use crate::event::{Event, QueuedCallback};
 use crate::queue::{Queue, QueueError};
+use crate::twilio::types::{Page, RestEvent};
 use crate::twilio::{TwilioClient, TwilioError};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+mod service;
+mod window;
+
+pub use service::{instance_name, run_in_service};
+pub use window::{ceil_secs, floor_secs, parse_instant, plan, window, Plan, Window};
 
 /// TaskRouter keeps events this long.
 pub const RETENTION_DAYS: i64 = 30;
@@ -122,78 +133,40 @@ impl Run {
 const RUN_COLUMNS: &str = "id, source, since, until, slice_seconds, cursor_at, next_page_url, \
                            slices_done, events_fetched, events_new, finished_at";
 
-/// Parses `--since`/`--until`: an RFC 3339 instant, or a duration before `now`
-/// ("90m", "6h", "2d 12h").
-pub fn parse_instant(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let s = s.trim();
-    if s == "now" {
-        return Ok(now);
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let d = humantime::parse_duration(s).map_err(|_| {
-        format!(
-            "{s:?} is neither an RFC 3339 time (2026-11-30T08:00:00Z) nor a duration (90m, 6h, 2d)"
-        )
-    })?;
-    let d = chrono::Duration::from_std(d).map_err(|_| format!("{s:?} is too long"))?;
-    Ok(now - d)
+/// What a backfill needs from the config: the workspace read and, inside `serve`, the
+/// catch-up and reconciliation options and this instance's heartbeat name.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workspace_sid: String,
+    pub options: crate::config::Backfill,
+    /// This instance's name in `instance_heartbeats` (see [`instance_name`]).
+    pub instance: String,
 }
 
-/// A checked window of event time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
-    pub since: DateTime<Utc>,
-    pub until: DateTime<Utc>,
-    /// Set when the window was clamped to what TaskRouter keeps.
-    pub note: Option<String>,
-}
-
-/// The window to read, checked: `since` before `until`, and clamped to what TaskRouter
-/// still keeps (the note says so).
-pub fn window(
-    since: DateTime<Utc>,
-    until: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<Window, String> {
-    let until = until.min(now);
-    let oldest = now - chrono::Duration::days(RETENTION_DAYS);
-    let mut note = None;
-    let since = if since < oldest {
-        note = Some(format!(
-            "TaskRouter keeps events {RETENTION_DAYS} days: starting at {} instead of {}",
-            oldest.to_rfc3339(),
-            since.to_rfc3339()
-        ));
-        oldest
-    } else {
-        since
-    };
-    if since >= until {
-        return Err(format!(
-            "nothing to read: since ({}) is not before until ({})",
-            since.to_rfc3339(),
-            until.to_rfc3339()
-        ));
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Settings {
+        Settings {
+            workspace_sid: cfg.twilio.workspace_sid.clone(),
+            options: cfg.backfill.clone(),
+            instance: instance_name(cfg),
+        }
     }
-    Ok(Window { since, until, note })
 }
 
 /// Reads TaskRouter's REST Events into a [`Sink`].
 pub struct Backfill {
     client: TwilioClient,
     store: Store,
-    workspace_sid: String,
+    settings: Settings,
     sink: Sink,
 }
 
 impl Backfill {
-    pub fn new(cfg: &Config, client: TwilioClient, store: Store, sink: Sink) -> Backfill {
+    pub fn new(settings: Settings, client: TwilioClient, store: Store, sink: Sink) -> Backfill {
         Backfill {
             client,
             store,
-            workspace_sid: cfg.twilio.workspace_sid.clone(),
+            settings,
             sink,
         }
     }
@@ -249,7 +222,7 @@ impl Backfill {
         let page_size = PAGE_SIZE.to_string();
         crate::twilio::workspace_url(
             &self.client.taskrouter_url,
-            &self.workspace_sid,
+            &self.settings.workspace_sid,
             &["Events"],
             &[
                 ("StartDate", &secs(floor_secs(from))),
@@ -297,16 +270,12 @@ impl Backfill {
                 p = self.client.get_page(&url) => p?,
                 _ = stop.cancelled() => return Err(BackfillError::Stopped),
             };
-            let items = page
-                .get("events")
-                .and_then(Value::as_array)
-                .ok_or_else(|| BackfillError::Invalid(format!("no `events` array in {url}")))?;
-            let next = page
-                .get("meta")
-                .and_then(|m| m.get("next_page_url"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(|n| absolute(&self.client, n));
+            let Page {
+                items,
+                next_page_url,
+            } = Page::<RestEvent>::decode(&url, page)
+                .map_err(|_| BackfillError::Invalid(format!("no `events` array in {url}")))?;
+            let next = next_page_url.map(|n| absolute(&self.client, &n));
             let full = items.len() >= PAGE_SIZE || next.is_some();
             let step = if paging.is_some() {
                 Plan::Page
@@ -319,10 +288,7 @@ impl Backfill {
                 width = w;
                 continue;
             }
-            let sids: Vec<&str> = items
-                .iter()
-                .filter_map(|e| e.get("sid").and_then(Value::as_str))
-                .collect();
+            let sids: Vec<&str> = items.iter().filter_map(RestEvent::sid).collect();
             if paging.is_some() && !sids.is_empty() && sids.iter().all(|s| seen.contains(*s)) {
                 let e = BackfillError::RepeatedPage {
                     at: run.cursor_at,
@@ -332,8 +298,10 @@ impl Backfill {
                 return Err(e);
             }
             seen.extend(sids.iter().map(|s| (*s).to_owned()));
-            let batch: Vec<crate::event::Params> =
-                items.iter().filter_map(sources::params_from_rest).collect();
+            let batch: Vec<crate::event::Params> = items
+                .iter()
+                .filter_map(|e| sources::params_from_rest(&e.0))
+                .collect();
             let fetched = batch.len() as i64;
             let new = self.deliver(batch, stop).await?;
             run.events_fetched += fetched;
@@ -413,17 +381,16 @@ impl Backfill {
                     .iter()
                     .map(|p| Event::from_params(p, received_ms))
                     .collect();
-                let mut wait = 200;
+                let mut attempt = 0u32;
                 loop {
                     match store.apply(&events).await {
                         Ok(a) => return Ok(Some(a.new as i64)),
                         Err(e) if e.is_transient() => {
                             tracing::warn!(error = %e, "Postgres unavailable; retrying the page");
-                            tokio::select! {
-                                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                                _ = stop.cancelled() => return Err(BackfillError::Stopped),
+                            if !Backoff::POSTGRES_UNAVAILABLE.sleep(attempt, stop).await {
+                                return Err(BackfillError::Stopped);
                             }
-                            wait = (wait * 2).min(5_000);
+                            attempt = attempt.saturating_add(1);
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -465,86 +432,29 @@ impl Backfill {
     }
 }
 
-/// What to do with the page of one window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plan {
-    /// The page holds the whole window: hand it on and move past the window.
-    Fits,
-    /// The page may have left events out: read the window's first part of this width
-    /// instead (and hand nothing on).
-    Split(chrono::Duration),
-    /// A minimum window is still full: hand the page on and follow `next_page_url`.
-    Page,
-}
-
-/// Decides for a window of `width` whose page was `full` (as many events as a page
-/// holds, or a next page announced). Pure, so the splitting is unit-tested.
-pub fn plan(full: bool, width: chrono::Duration) -> Plan {
-    let secs = width.num_seconds();
-    if !full {
-        Plan::Fits
-    } else if secs <= MIN_WINDOW_SECS {
-        Plan::Page
-    } else {
-        // Whole seconds, rounded up, never below the minimum.
-        Plan::Split(chrono::Duration::seconds(
-            ((secs + 1) / 2).max(MIN_WINDOW_SECS),
-        ))
-    }
-}
-
-/// `t` rounded down to a whole second.
-pub fn floor_secs(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
-}
-
-/// `t` rounded up to a whole second.
-pub fn ceil_secs(t: DateTime<Utc>) -> DateTime<Utc> {
-    let f = floor_secs(t);
-    if f == t {
-        t
-    } else {
-        f + chrono::Duration::seconds(1)
-    }
-}
-
 /// Every item of a list that is expected to fit in one page, following
 /// `meta.next_page_url` as a fallback; a next page that repeats (the same URL, or only
 /// items already read) is an error, never a silent end.
 pub async fn read_all_pages(
     client: &TwilioClient,
     first_url: &str,
-    key: &str,
-) -> Result<Vec<Value>, TwilioError> {
+) -> Result<Vec<RestEvent>, TwilioError> {
     let mut out = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut url = first_url.to_owned();
     loop {
-        let page = client.get_page(&url).await?;
-        let items = page
-            .get(key)
-            .and_then(Value::as_array)
-            .ok_or_else(|| TwilioError::Decode {
-                url: url.clone(),
-                reason: format!("no `{key}` array in the page"),
-            })?;
+        let page = Page::<RestEvent>::decode(&url, client.get_page(&url).await?)?;
+        let read = page.items.len();
         let mut fresh = 0;
-        for it in items {
-            let sid = it.get("sid").and_then(Value::as_str).map(str::to_owned);
-            if sid.is_none_or(|s| seen.insert(s)) {
+        for it in page.items {
+            if it.sid().is_none_or(|s| seen.insert(s.to_owned())) {
                 fresh += 1;
-                out.push(it.clone());
+                out.push(it);
             }
         }
-        let next = page
-            .get("meta")
-            .and_then(|m| m.get("next_page_url"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(|n| absolute(client, n));
-        match next {
+        match page.next_page_url.map(|n| absolute(client, &n)) {
             None => return Ok(out),
-            Some(n) if n == url || (fresh == 0 && !items.is_empty()) => {
+            Some(n) if n == url || (fresh == 0 && read > 0) => {
                 return Err(TwilioError::Decode {
                     url: n,
                     reason: "the next page repeats the previous one".into(),
@@ -565,173 +475,12 @@ fn absolute(client: &TwilioClient, next: &str) -> String {
     }
 }
 
-/// This instance's name in `instance_heartbeats`: host and queue directory.
-pub fn instance_name(cfg: &Config) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    let path = std::fs::canonicalize(&cfg.queue.path).unwrap_or_else(|_| cfg.queue.path.clone());
-    format!("{host}:{}", path.display())
-}
-
-/// Inside `serve`: records this instance's heartbeat every 30 s and, once at start,
-/// backfills the gap since the previous heartbeat (when it exceeds
-/// `backfill.catch_up_min_gap_secs`), resumes catch-ups a previous run left unfinished,
-/// and then, if configured, reconciles the last `reconcile_window_minutes` every
-/// `reconcile_every_minutes`. Everything goes through the queue.
-pub async fn run_in_service(cfg: Config, backfill: Backfill, stop: CancellationToken) {
-    let name = instance_name(&cfg);
-    let opts = cfg.backfill.clone();
-    // The previous heartbeat must be read before this start writes its own.
-    let previous = loop {
-        match read_heartbeat(&backfill.store, &name).await {
-            Ok(p) => break p,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the heartbeat yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-        }
-    };
-    let started = Utc::now();
-    let hb = tokio::spawn(heartbeat(backfill.store.clone(), name, stop.clone()));
-    if opts.catch_up {
-        let mut runs = backfill.unfinished("catch-up").await.unwrap_or_default();
-        if let Some(last) = previous {
-            let gap = started - last;
-            if gap.num_seconds() >= opts.catch_up_min_gap_secs as i64 {
-                let since = last - chrono::Duration::seconds(opts.overlap_secs as i64);
-                match window(since, started, started) {
-                    Ok(Window { since, until, note }) => {
-                        if let Some(n) = note {
-                            tracing::warn!("{n}");
-                        }
-                        tracing::info!(since = %since.to_rfc3339(), until = %until.to_rfc3339(),
-                            gap_secs = gap.num_seconds(), "catching up on events missed while down");
-                        match backfill
-                            .create("catch-up", since, until, slice(&opts))
-                            .await
-                        {
-                            Ok(r) => runs.push(r),
-                            Err(e) => tracing::error!(error = %e, "cannot record a catch-up run"),
-                        }
-                    }
-                    Err(e) => tracing::debug!("{e}"),
-                }
-            }
-        }
-        for r in runs {
-            execute(&backfill, r, &stop).await;
-        }
-    }
-    if opts.reconcile_every_minutes > 0 {
-        let every = Duration::from_secs(opts.reconcile_every_minutes * 60);
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.cancelled() => break,
-            }
-            let now = Utc::now();
-            let since = now - chrono::Duration::minutes(opts.reconcile_window_minutes as i64);
-            match backfill.create("reconcile", since, now, slice(&opts)).await {
-                Ok(r) => execute(&backfill, r, &stop).await,
-                Err(e) => tracing::warn!(error = %e, "cannot start a reconciliation run"),
-            }
-        }
-    }
-    let _ = hb.await;
-}
-
-fn slice(opts: &crate::config::Backfill) -> chrono::Duration {
-    chrono::Duration::minutes(opts.slice_minutes.max(1) as i64)
-}
-
-async fn execute(backfill: &Backfill, run: Run, stop: &CancellationToken) {
-    let id = run.id;
-    let source = run.source.clone();
-    match backfill.run(run.clone(), stop, |_| {}).await {
-        Ok(r) => tracing::info!(run = id, %source, fetched = r.events_fetched,
-            "backfill run finished (events queued; duplicates are dropped when applied)"),
-        Err(BackfillError::Stopped) => {
-            tracing::info!(run = id, %source, "backfill run interrupted; it resumes at the next start")
-        }
-        Err(e) => {
-            tracing::error!(run = id, %source, error = %e, "backfill run failed; it resumes at the next start");
-            backfill.record_error(&run, &e.to_string()).await;
-        }
-    }
-}
-
-async fn read_heartbeat(store: &Store, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let c = store.pool().get().await?;
-    Ok(c.query_opt(
-        "SELECT seen_at FROM instance_heartbeats WHERE instance = $1",
-        &[&name],
-    )
-    .await?
-    .map(|r| r.get(0)))
-}
-
-async fn heartbeat(store: Store, name: String, stop: CancellationToken) {
-    loop {
-        if let Ok(c) = store.pool().get().await {
-            if let Err(e) = c
-                .execute(
-                    "INSERT INTO instance_heartbeats (instance, seen_at) VALUES ($1, now()) \
-                     ON CONFLICT (instance) DO UPDATE SET seen_at = now()",
-                    &[&name],
-                )
-                .await
-            {
-                tracing::debug!(error = %e, "cannot record the heartbeat");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    #[test]
-    fn instants_are_times_or_durations_before_now() {
-        let now = t("2026-11-30T12:00:00Z");
-        assert_eq!(parse_instant("6h", now).unwrap(), t("2026-11-30T06:00:00Z"));
-        assert_eq!(
-            parse_instant("2d 12h", now).unwrap(),
-            t("2026-11-28T00:00:00Z")
-        );
-        assert_eq!(parse_instant("now", now).unwrap(), now);
-        assert_eq!(
-            parse_instant("2026-11-29T08:30:00+01:00", now).unwrap(),
-            t("2026-11-29T07:30:00Z")
-        );
-        let e = parse_instant("yesterday", now).unwrap_err();
-        assert!(e.contains("RFC 3339"), "{e}");
-    }
-
-    #[test]
-    fn windows_are_checked_and_clamped_to_what_taskrouter_keeps() {
-        let now = t("2026-11-30T12:00:00Z");
-        let w = window(t("2026-10-01T00:00:00Z"), now, now).unwrap();
-        assert_eq!(w.since, t("2026-10-31T12:00:00Z"));
-        assert_eq!(w.until, now);
-        assert!(w.note.unwrap().contains("30 days"));
-        // `until` in the future is now.
-        let w = window(t("2026-11-30T11:00:00Z"), t("2026-12-30T00:00:00Z"), now).unwrap();
-        assert_eq!(w.until, now);
-        assert_eq!(w.note, None);
-        assert!(window(now, t("2026-11-30T11:00:00Z"), now).is_err());
     }
 
     #[test]
@@ -750,39 +499,6 @@ mod tests {
             finished: false,
         };
         assert_eq!(r.slices_total(), 11);
-    }
-
-    #[test]
-    fn full_pages_split_down_to_one_second_then_page() {
-        let secs = chrono::Duration::seconds;
-        assert_eq!(plan(false, secs(3600)), Plan::Fits);
-        assert_eq!(plan(true, secs(3600)), Plan::Split(secs(1800)));
-        assert_eq!(plan(true, secs(3)), Plan::Split(secs(2)));
-        assert_eq!(plan(true, secs(2)), Plan::Split(secs(1)));
-        assert_eq!(plan(true, secs(1)), Plan::Page);
-        // The last window of a run may be shorter than a second.
-        assert_eq!(plan(true, chrono::Duration::milliseconds(300)), Plan::Page);
-        assert_eq!(plan(false, chrono::Duration::milliseconds(300)), Plan::Fits);
-        // Repeated halving of any width ends at the minimum in a few steps.
-        let mut w = secs(86_400);
-        let mut steps = 0;
-        while let Plan::Split(n) = plan(true, w) {
-            assert!(n < w && n >= secs(MIN_WINDOW_SECS));
-            w = n;
-            steps += 1;
-        }
-        assert_eq!((w, steps), (secs(1), 17));
-    }
-
-    #[test]
-    fn windows_round_to_whole_seconds_outwards() {
-        let a = t("2026-11-30T10:00:05Z") + chrono::Duration::milliseconds(250);
-        assert_eq!(floor_secs(a), t("2026-11-30T10:00:05Z"));
-        assert_eq!(ceil_secs(a), t("2026-11-30T10:00:06Z"));
-        assert_eq!(
-            ceil_secs(t("2026-11-30T10:00:05Z")),
-            t("2026-11-30T10:00:05Z")
-        );
     }
 
     #[test]
