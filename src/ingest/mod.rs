@@ -260,11 +260,9 @@ pub async fn serve(
             let answer = app.clone().call(req);
             async move {
                 let mut r = answer.await?;
-                // axum adds `Allow` to a 405; this service never sent it (no change in
-                // behaviour, issue 16).
-                if r.status() == StatusCode::METHOD_NOT_ALLOWED {
-                    r.headers_mut().remove(ALLOW);
-                }
+                // axum adds `Allow` to any answer from a method fallback (405, and the
+                // access rules' 403/401 in front of it); this service never sent it.
+                r.headers_mut().remove(ALLOW);
                 Ok::<_, std::convert::Infallible>(r)
             }
         });
