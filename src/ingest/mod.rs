@@ -111,6 +111,8 @@ pub enum Role {
     Public,
     /// `/readyz`, `/metrics`, `/api/*`, `/dashboard*` and `/healthz`.
     Admin,
+    /// Everything on one listener: only when `admin_token` guards the admin side and
+    /// there is no admin listener.
     Both,
 }
 
