@@ -13,7 +13,7 @@
 use crate::apply::dispatch;
 use crate::apply::store::{self, Store};
 use crate::config::Config;
-use crate::ingest::http::{self, AppState};
+use crate::ingest::{self, AppState, Settings};
 use crate::maintenance::retention;
 use crate::metrics::Metrics;
 use crate::publish::jobs;
@@ -155,7 +155,7 @@ pub async fn run(
         tracing::info!("twilio.workspace_sid is empty: no TaskRouter REST sync");
     }
     let state = Arc::new(AppState::new(
-        &cfg,
+        Settings::from(&cfg),
         queue.clone(),
         store,
         metrics,
@@ -173,9 +173,9 @@ pub async fn run(
             .with_context(|| format!("cannot listen on {}", cfg.server.admin_listen))?;
         tracing::info!(admin_listen = %cfg.server.admin_listen, "admin endpoints on their own listener");
         let stop = http_stop.clone();
-        Some(tokio::spawn(http::serve(
+        Some(tokio::spawn(ingest::serve(
             l,
-            http::Role::Admin,
+            ingest::Role::Admin,
             state.clone(),
             64,
             grace,
@@ -186,14 +186,14 @@ pub async fn run(
     // is no admin listener (deployments configured that way before admin_listen had a
     // default); otherwise only the webhooks and /healthz.
     let role = if admin.is_none() && !cfg.server.admin_token.is_empty() {
-        http::Role::Both
+        ingest::Role::Both
     } else {
-        http::Role::Public
+        ingest::Role::Public
     };
     for w in cfg.exposure_warnings() {
         tracing::warn!("{w}");
     }
-    http::serve(
+    ingest::serve(
         listener,
         role,
         state,
