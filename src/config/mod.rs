@@ -122,8 +122,8 @@ impl Default for Backfill {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
-    /// Raw events (and Conversations messages) older than this many days are removed;
-    /// 0 keeps them forever.
+    /// Raw events older than this many days are removed (state tables and Conversations
+    /// messages are kept); 0 keeps them forever.
     pub events_days: u64,
     /// How often to look for old events.
     pub interval_minutes: u64,
