@@ -103,7 +103,8 @@ pub async fn run(
             twilio.clone(),
             metrics.clone(),
         );
-        background.push(tokio::spawn(
+        background.push(stage(
+            "publisher",
             p.run(hub.latest.subscribe(), pipeline_stop.clone()),
         ));
         background.extend(jobs::spawn_all(
@@ -117,17 +118,15 @@ pub async fn run(
         tracing::info!("twilio.sync_service_sid is empty: not publishing to Sync");
     }
     if cfg.conversations.fetch_on_complete && cfg.has_credentials() {
-        background.push(tokio::spawn(conversations::run(
-            twilio.clone(),
-            store.clone(),
-            pipeline_stop.clone(),
-        )));
+        background.push(stage(
+            "conversations",
+            conversations::run(twilio.clone(), store.clone(), pipeline_stop.clone()),
+        ));
     }
-    background.push(tokio::spawn(retention::run(
-        cfg.retention.clone(),
-        store.clone(),
-        pipeline_stop.clone(),
-    )));
+    background.push(stage(
+        "retention",
+        retention::run(cfg.retention.clone(), store.clone(), pipeline_stop.clone()),
+    ));
     if cfg.rest_configured() {
         let b = Backfill::new(
             backfill::Settings::from_config(&cfg),
@@ -135,10 +134,10 @@ pub async fn run(
             store.clone(),
             Sink::Queue(queue.clone()),
         );
-        background.push(tokio::spawn(backfill::run_in_service(
-            b,
-            pipeline_stop.clone(),
-        )));
+        background.push(stage(
+            "catch-up",
+            backfill::run_in_service(b, pipeline_stop.clone()),
+        ));
     } else {
         tracing::info!(
             "no TaskRouter credentials and workspace: no catch-up of events missed while down"
@@ -150,7 +149,10 @@ pub async fn run(
             twilio,
             store.clone(),
         );
-        background.push(tokio::spawn(rest_sync::run(sync, pipeline_stop.clone())));
+        background.push(stage(
+            "rest-sync",
+            rest_sync::run(sync, pipeline_stop.clone()),
+        ));
     } else {
         tracing::info!("twilio.workspace_sid is empty: no TaskRouter REST sync");
     }
@@ -282,4 +284,14 @@ async fn watchdog(metrics: Arc<Metrics>) {
             );
         }
     }
+}
+
+/// Spawns a background stage inside a span naming it, so that its log lines (and those
+/// of the calls it makes) say which stage they come from.
+fn stage<F>(name: &'static str, f: F) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    use tracing::Instrument;
+    tokio::spawn(f.instrument(tracing::info_span!("stage", name)))
 }

@@ -403,7 +403,9 @@ pub fn spawn_all(
                 oversize: OversizeLog::default(),
                 dropped: Vec::new(),
             };
-            tokio::spawn(r.run(stop.clone()))
+            // Every log line of the job, and of the Sync writes it makes, names it.
+            let span = tracing::info_span!("job", name = %job.name);
+            tokio::spawn(tracing::Instrument::instrument(r.run(stop.clone()), span))
         })
         .collect()
 }
