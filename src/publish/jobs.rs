@@ -48,7 +48,7 @@ impl From<tokio_postgres::Error> for JobError {
     }
 }
 
-pub use crate::config::job_sql::{bind_named, PARAMS};
+use crate::config::job_sql::bind_named;
 
 /// The statement a job runs: its query as rows of JSON, one more than the limit so that
 /// an overflow is detected rather than silently cut.
@@ -69,7 +69,7 @@ enum Param {
     Int(i32),
 }
 
-/// The values of the named parameters jobs may use (see [`PARAMS`]).
+/// The values of the named parameters jobs may use (see [`crate::config::job_sql::PARAMS`]).
 #[derive(Debug, Clone)]
 pub struct Params {
     pub workspace_sid: String,
@@ -205,7 +205,6 @@ pub fn shape(job: &Job, rows: Vec<Value>) -> Result<Output, JobError> {
     }
 }
 
-pub use crate::metrics::JobStatus;
 
 /// One job's loop.
 struct Runner {
