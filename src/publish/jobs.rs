@@ -205,7 +205,6 @@ pub fn shape(job: &Job, rows: Vec<Value>) -> Result<Output, JobError> {
     }
 }
 
-
 /// One job's loop.
 struct Runner {
     job: Job,
