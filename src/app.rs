@@ -86,6 +86,7 @@ pub async fn run(
             store.clone(),
             pipeline_stop.clone(),
         )),
+        tokio::spawn(dispatch::run_rollups(store.clone(), pipeline_stop.clone())),
         tokio::spawn(trim_memory(pipeline_stop.clone())),
     ];
     let twilio = TwilioClient::new(twilio::ClientSettings::from_config(&cfg))?;

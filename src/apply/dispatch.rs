@@ -42,19 +42,38 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// [`Store::refresh_dirty`]): every half second, or at once while there is more.
 pub async fn run_message_metrics(store: Store, stop: CancellationToken) {
     loop {
-        let wait = match store.refresh_dirty(500).await {
-            Ok(500) => Duration::from_millis(10),
-            Ok(_) => Duration::from_millis(500),
-            Err(e) => {
-                if !e.is_transient() {
-                    tracing::warn!(error = %e, "cannot refresh message metrics; will retry");
-                }
-                Duration::from_secs(2)
-            }
-        };
+        let wait = pace(store.refresh_dirty(500).await, 500, "message metrics");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Recomputes the interval rollups of buckets whose tasks changed (see
+/// [`crate::apply::store::history`]), until `stop`; a report is at most about a second
+/// behind the tasks.
+pub async fn run_rollups(store: Store, stop: CancellationToken) {
+    loop {
+        let wait = pace(store.refresh_rollups(500).await, 500, "interval rollups");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// The pause before a refresher's next round: none while marks are left, half a second
+/// once caught up, 2 s after an error (logged unless Postgres is just unreachable).
+fn pace(took: Result<usize, StoreError>, limit: usize, what: &str) -> Duration {
+    match took {
+        Ok(n) if n >= limit => Duration::from_millis(10),
+        Ok(_) => Duration::from_millis(500),
+        Err(e) => {
+            if !e.is_transient() {
+                tracing::warn!(error = %e, "cannot refresh {what}; will retry");
+            }
+            Duration::from_secs(2)
         }
     }
 }

@@ -13,6 +13,7 @@
 //! `{"error": "..."}` saying why.
 
 mod admin;
+mod reports;
 pub mod signature;
 mod webhooks;
 
@@ -55,6 +56,8 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     /// For `/api/summary` when the live summary is stale.
     pub sla: Sla,
+    /// For `/api/agents` and `/api/reports/intervals`.
+    pub report: crate::publish::report::Settings,
 }
 
 impl From<&Config> for Settings {
@@ -68,6 +71,7 @@ impl From<&Config> for Settings {
             admin_token: (!cfg.server.admin_token.is_empty())
                 .then(|| cfg.server.admin_token.clone()),
             sla: cfg.sla.clone(),
+            report: crate::publish::report::Settings::from_config(cfg),
         }
     }
 }
@@ -139,7 +143,7 @@ impl Role {
 }
 
 /// Every route, listed once: path, side, and the one method it answers.
-fn routes() -> [(&'static str, Side, MethodRouter<Shared>); 9] {
+fn routes() -> [(&'static str, Side, MethodRouter<Shared>); 11] {
     [
         ("/ingress", Side::Webhook, post(webhooks::taskrouter)),
         (
@@ -156,6 +160,12 @@ fn routes() -> [(&'static str, Side, MethodRouter<Shared>); 9] {
         ("/readyz", Side::Admin, get(admin::readyz)),
         ("/metrics", Side::Admin, get(admin::metrics)),
         ("/api/summary", Side::Admin, get(admin::summary)),
+        ("/api/agents", Side::Admin, get(reports::agents)),
+        (
+            "/api/reports/intervals",
+            Side::Admin,
+            get(reports::intervals),
+        ),
         ("/dashboard", Side::Admin, get(admin::dashboard)),
         ("/dashboard/events", Side::Admin, get(admin::events)),
     ]

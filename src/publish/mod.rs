@@ -17,8 +17,10 @@
 //! Postgres session advisory lock; when it dies its session ends and another instance
 //! takes the lock within [`LEADER_RETRY`].
 
+pub mod agents;
 pub mod jobs;
 pub mod live;
+pub mod report;
 pub mod summary;
 pub mod sync_size;
 pub mod sync_writer;

@@ -127,6 +127,8 @@ pub(super) struct Worker {
     pub(super) draining: bool,
     pub(super) chans: [Chan; 3],
     pub(super) last_free: i64,
+    /// Closed activity intervals: (activity, start ms, end ms).
+    pub(super) log: Vec<(usize, i64, i64)>,
 }
 
 impl Worker {
@@ -220,6 +222,7 @@ impl Sim {
                 draining: false,
                 chans: [chan(1), chan(chat_cap), chan(2)],
                 last_free: start,
+                log: Vec::new(),
             });
         }
         Sim {

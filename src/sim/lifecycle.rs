@@ -408,6 +408,7 @@ impl Sim {
         let ts = self.tick();
         let k = &mut self.workers[w];
         let (prev, dt) = (k.activity, ts - k.since);
+        k.log.push((prev, k.since, ts));
         k.activity = new;
         k.since = ts;
         k.version += 1;
@@ -546,6 +547,17 @@ impl Sim {
                 final_activity_name: ACTIVITIES[k.activity].0.to_string(),
                 final_activity_sid: activity_sids[k.activity].clone(),
                 final_available: ACTIVITIES[k.activity].1,
+                final_activity_since_ms: k.since,
+                activity_spans: k
+                    .log
+                    .iter()
+                    .map(|&(a, from, to)| ActivitySpan {
+                        activity: ACTIVITIES[a].0.to_string(),
+                        available: ACTIVITIES[a].1,
+                        from_ms: from,
+                        to_ms: to,
+                    })
+                    .collect(),
                 deleted: k.deleted,
                 channels: k
                     .chans

@@ -110,10 +110,23 @@ pub struct WorkerTruth {
     pub final_activity_sid: String,
     /// Whether the final activity is an available one.
     pub final_available: bool,
+    /// When the final activity began (ms).
+    pub final_activity_since_ms: i64,
+    /// Every activity the worker left during the day, in order.
+    pub activity_spans: Vec<ActivitySpan>,
     /// Whether a worker.deleted callback was emitted for this worker.
     pub deleted: bool,
     /// Final per-channel state (voice, chat, sms). Every channel starts the day available.
     pub channels: Vec<ChannelTruth>,
+}
+
+/// A stretch of time a worker spent in one activity, ended by an activity update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivitySpan {
+    pub activity: String,
+    pub available: bool,
+    pub from_ms: i64,
+    pub to_ms: i64,
 }
 
 /// Final state of one worker channel.

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary over real HTTP against a real Postgres (a fresh
 //! database per test). One test binary, modules per concern.
 
+mod agents;
 mod backfill;
 mod browser;
 mod callbacks;

@@ -229,14 +229,19 @@ pub struct TaskRow {
     pub last_event_at: Option<DateTime<Utc>>,
 }
 
+/// When the task was created: TaskRouter's `TaskDateCreated`, else the estimate from an
+/// event's time and `TaskAge`.
+pub fn created_ms(s: &TaskState) -> Option<i64> {
+    s.date_created
+        .as_ref()
+        .map(|r| r.1)
+        .or_else(|| s.created_estimate.as_ref().map(|r| r.1))
+}
+
 /// Derives the row and its metrics from a task's state.
 pub fn derive_task(sid: &str, s: &TaskState, sla: &Sla) -> TaskRow {
     let v = |r: &Option<Reg<String>>| r.as_ref().map(|r| r.1.clone());
-    let created_ms = s
-        .date_created
-        .as_ref()
-        .map(|r| r.1)
-        .or_else(|| s.created_estimate.as_ref().map(|r| r.1));
+    let created_ms = created_ms(s);
     let accepted: Vec<&Reg<Accepted>> = s
         .reservations
         .values()

@@ -163,6 +163,7 @@ impl Store {
         for e in events {
             d.add(e);
         }
+        self.record_activities(tx, events).await?;
         self.merge(tx, d, false).await
     }
 }

@@ -180,10 +180,27 @@ impl Store {
         }
 
         if !task_d.is_empty() {
-            let states = merged::<rules::TaskState, _>(
-                self.stored(tx, fresh, "tasks", "sid", task_d.keys())
-                    .await?,
-                task_d,
+            let stored: HashMap<String, rules::TaskState> = self
+                .stored(tx, fresh, "tasks", "sid", task_d.keys())
+                .await?;
+            // The rollup buckets these tasks leave (when their creation time moves) and
+            // the ones they are in: both are recomputed.
+            let mut buckets: BTreeSet<i64> = if fresh {
+                self.stored_buckets(tx, task_d.keys().cloned().collect())
+                    .await?
+            } else {
+                stored
+                    .values()
+                    .filter_map(rules::created_ms)
+                    .map(history::bucket_of)
+                    .collect()
+            };
+            let states = merged::<rules::TaskState, _>(stored, task_d);
+            buckets.extend(
+                states
+                    .values()
+                    .filter_map(rules::created_ms)
+                    .map(history::bucket_of),
             );
             let rows: Vec<_> = states
                 .iter()
@@ -193,6 +210,7 @@ impl Store {
                 })
                 .collect();
             upsert(tx, "tasks", &["sid"], &rows).await?;
+            self.mark_buckets(tx, &buckets).await?;
         }
 
         if !resv_d.is_empty() {

@@ -242,6 +242,7 @@ fn to_time(ms: i64) -> Value {
 }
 
 mod apply;
+pub mod history;
 mod merge;
 mod message_metrics;
 mod rebuild;

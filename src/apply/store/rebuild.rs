@@ -41,6 +41,7 @@ impl Store {
         let stmt = tx.prepare_cached(sql).await?;
         let rows = tx.query(&stmt, &[&keys]).await?;
         let mut d = rules::Deltas::default();
+        let mut events = Vec::new();
         for r in &rows {
             let Ok(Json(data)) = r.try_get::<_, Json<std::collections::BTreeMap<String, Value>>>(0)
             else {
@@ -54,7 +55,9 @@ impl Store {
                 })
                 .collect();
             let received: i64 = r.get(1);
-            d.add(&Event::from_params(&params, received));
+            let e = Event::from_params(&params, received);
+            d.add(&e);
+            events.push(e);
         }
         // Each pass rebuilds its own tables only: a task's events also name workers.
         match kind {
@@ -76,6 +79,12 @@ impl Store {
             }
         }
         self.merge(&tx, d, true).await?;
+        if kind == Entity::Worker {
+            // Activity intervals are kept apart from events (retention keeps them);
+            // replaying an update that is already there changes nothing.
+            let refs: Vec<&Event> = events.iter().collect();
+            self.record_activities(&tx, &refs).await?;
+        }
         if kind == Entity::Task {
             self.mark_message_metrics(&tx, keys.to_vec(), Vec::new())
                 .await?;
