@@ -156,6 +156,8 @@ pub async fn rebuild(cfg: Config, batch: i64) -> anyhow::Result<()> {
     bar.finish();
     // Message metrics of the rebuilt tasks (serve does this in the background too).
     while store.refresh_dirty(500).await? > 0 {}
+    // Interval rollups of every bucket a rebuilt task is or was in.
+    store.refresh_all_rollups().await?;
     println!(
         "rebuilt {} activities, {} workers, {} tasks from {} events{}",
         report.activities,

@@ -5,6 +5,7 @@ mod backfill;
 mod check_config;
 mod jobs;
 mod queue;
+mod report;
 mod sample;
 mod simulate;
 
@@ -89,6 +90,27 @@ pub enum Command {
         /// Entities per transaction.
         #[arg(long, default_value_t = 500)]
         batch: i64,
+    },
+    /// Interval report (as `/api/reports/intervals`): CSV to stdout, or to `--out`.
+    Report {
+        /// Start: an ISO 8601 instant, or a local date (`2026-12-01`) in `[sla] timezone`.
+        #[arg(long)]
+        from: String,
+        /// End (exclusive); default now.
+        #[arg(long)]
+        to: Option<String>,
+        /// 15m, 30m, 60m or 1d, aligned in `[sla] timezone`.
+        #[arg(long, default_value = "30m")]
+        interval: String,
+        /// workspace, queue, channel or worker.
+        #[arg(long, default_value = "queue")]
+        by: String,
+        /// JSON (an array of rows) instead of CSV.
+        #[arg(long)]
+        json: bool,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// User-defined jobs from the config.
     Jobs {
@@ -198,6 +220,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             resume,
         } => runtime()?.block_on(backfill::backfill(cfg, since, until, slice, resume)),
         Command::Rebuild { batch } => runtime()?.block_on(backfill::rebuild(cfg, batch)),
+        Command::Report {
+            from,
+            to,
+            interval,
+            by,
+            json,
+            out,
+        } => {
+            let args = report::Args {
+                from,
+                to,
+                interval,
+                by,
+                json,
+                out,
+            };
+            runtime()?.block_on(report::run(&cfg, args))
+        }
         Command::Jobs { command } => jobs::run(&cfg, command),
         Command::SampleCallback { url } => sample::run(&cfg, url),
     }

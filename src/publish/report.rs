@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use chrono_tz::Tz;
 use deadpool_postgres::Pool;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The longest range one report may cover.
 pub const MAX_RANGE_DAYS: i64 = 400;
@@ -370,22 +370,60 @@ fn ratio(num: i64, den: i64) -> Option<f64> {
     (den > 0).then(|| ((num as f64 / den as f64) * 100.0).round() / 100.0)
 }
 
-/// Runs a report. Intervals after `now` are not listed; the current one counts up to
-/// `now`.
+/// Runs a report in one pass. Intervals after `now` are not listed; the current one
+/// counts up to `now`.
 pub async fn run(
     pool: &Pool,
     s: &Settings,
     req: &Request,
     now: DateTime<Utc>,
 ) -> Result<Rows, ReportError> {
+    run_chunked(pool, s, req, now, usize::MAX, &mut |_, _| {}).await
+}
+
+/// Runs a report `chunk` intervals per query, calling `progress(done, total)` (in
+/// intervals) after each: the same rows as [`run`], for long ranges on a terminal.
+pub async fn run_chunked(
+    pool: &Pool,
+    s: &Settings,
+    req: &Request,
+    now: DateTime<Utc>,
+    chunk: usize,
+    progress: &mut (dyn FnMut(usize, usize) + Send),
+) -> Result<Rows, ReportError> {
     let mut bounds = starts(req.from, req.to.min(now.max(req.from)), req.step, &s.tz);
     // The last bound ends the last interval; keep intervals that started before now.
     while bounds.len() > 2 && bounds[bounds.len() - 2] >= now {
         bounds.pop();
     }
+    let total = bounds.len() - 1;
+    let chunk = chunk.max(1);
     match req.by {
-        By::Worker => worker_rows(pool, s, &bounds, now).await.map(Rows::Workers),
-        by => task_rows(pool, s, by, &bounds).await.map(Rows::Tasks),
+        By::Worker => {
+            let mut stats = HashMap::new();
+            let mut done = 0;
+            while done < total {
+                let end = (done + chunk).min(total);
+                let part = worker_windows(pool, s, &bounds[done..=end], now).await?;
+                stats.extend(part.into_iter().map(|((w, i), v)| ((w, i + done), v)));
+                done = end;
+                progress(done, total);
+            }
+            worker_rows(pool, s, &bounds, stats)
+                .await
+                .map(Rows::Workers)
+        }
+        by => {
+            let mut sums = Sparse::default();
+            let mut done = 0;
+            while done < total {
+                let end = (done + chunk).min(total);
+                task_sums(pool, by, &bounds[done..=end], done, &mut sums).await?;
+                done = end;
+                progress(done, total);
+            }
+            Ok(Rows::Tasks(task_rows(s, by, &bounds, sums)))
+        }
     }
 }
 
@@ -404,12 +442,22 @@ struct Sums {
     max_wait: Option<i64>,
 }
 
-async fn task_rows(
+/// Sums per (interval index, key), and the queue names seen.
+#[derive(Default)]
+struct Sparse {
+    names: BTreeMap<String, String>,
+    sums: BTreeMap<(usize, String), Sums>,
+}
+
+/// Adds the rollups of the intervals `bounds` delimits (the first being interval
+/// number `offset`) to `out`.
+async fn task_sums(
     pool: &Pool,
-    s: &Settings,
     by: By,
     bounds: &[DateTime<Utc>],
-) -> Result<Vec<TaskRow>, ReportError> {
+    offset: usize,
+    out: &mut Sparse,
+) -> Result<(), ReportError> {
     let key = match by {
         By::Queue => "task_queue_sid",
         By::Channel => "channel",
@@ -427,17 +475,15 @@ async fn task_rows(
     let stmt = client.prepare_cached(&sql).await?;
     let (first, last) = (bounds[0], bounds[bounds.len() - 1]);
     let rows = client.query(&stmt, &[&bounds, &first, &last]).await?;
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
-    let mut sums: BTreeMap<(usize, String), Sums> = BTreeMap::new();
     for r in rows {
         let i: i32 = r.get(0);
         let k: String = r.get(1);
         if let Some(n) = r.get::<_, Option<String>>(2) {
-            names.insert(k.clone(), n);
+            out.names.insert(k.clone(), n);
         }
         let v = |c: usize| r.get::<_, Option<i64>>(c).unwrap_or(0);
-        sums.insert(
-            (i.max(0) as usize, k),
+        out.sums.insert(
+            (i.max(0) as usize + offset, k),
             Sums {
                 created: v(3),
                 accepted: v(4),
@@ -453,6 +499,11 @@ async fn task_rows(
             },
         );
     }
+    Ok(())
+}
+
+fn task_rows(s: &Settings, by: By, bounds: &[DateTime<Utc>], sparse: Sparse) -> Vec<TaskRow> {
+    let Sparse { names, sums } = sparse;
     // Every interval is listed for every key seen in the range: an interval without
     // tasks is a zero a planner needs, not a gap.
     let keys: BTreeSet<String> = match by {
@@ -488,20 +539,29 @@ async fn task_rows(
             });
         }
     }
-    Ok(out)
+    out
+}
+
+/// Every worker's numbers in the intervals `bounds` delimits (cut at `now`).
+async fn worker_windows(
+    pool: &Pool,
+    s: &Settings,
+    bounds: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+) -> Result<HashMap<(String, usize), WorkerWindow>, ReportError> {
+    let windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = bounds
+        .windows(2)
+        .map(|w| (w[0], w[1].min(now).max(w[0])))
+        .collect();
+    Ok(agents::windows(pool, &windows, now, &s.available_override).await?)
 }
 
 async fn worker_rows(
     pool: &Pool,
     s: &Settings,
     bounds: &[DateTime<Utc>],
-    now: DateTime<Utc>,
+    stats: HashMap<(String, usize), WorkerWindow>,
 ) -> Result<Vec<WorkerRow>, ReportError> {
-    let windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = bounds
-        .windows(2)
-        .map(|w| (w[0], w[1].min(now).max(w[0])))
-        .collect();
-    let stats = agents::windows(pool, &windows, now, &s.available_override).await?;
     let names = agents::names(pool).await?;
     let mut workers: BTreeSet<(String, String)> = BTreeSet::new();
     for (sid, _) in stats.keys() {
@@ -509,7 +569,7 @@ async fn worker_rows(
         workers.insert((name, sid.clone()));
     }
     let mut out = Vec::new();
-    for (i, (start, _)) in windows.iter().enumerate() {
+    for (i, start) in bounds[..bounds.len() - 1].iter().enumerate() {
         for (name, sid) in &workers {
             let w: WorkerWindow = stats.get(&(sid.clone(), i)).cloned().unwrap_or_default();
             out.push(WorkerRow {

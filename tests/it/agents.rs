@@ -215,6 +215,85 @@ async fn agents_and_interval_reports_equal_the_truth_of_a_gappy_day() {
     );
     assert_eq!(text.lines().count(), rows.len() + 1);
 
+    // The `report` command prints the same CSV, in chunks of a day (a range of two days
+    // here), and writes JSON to a file.
+    let two_days_before = iso(start - chrono::Duration::hours(40), &tz);
+    let cli = |args: &[&str]| {
+        let out = svc.command(args).output().expect("report runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let long = [
+        ("from", two_days_before.as_str()),
+        ("to", to.as_str()),
+        ("interval", "30m"),
+    ];
+    let api_csv = svc
+        .admin_get("/api/reports/intervals")
+        .query(&long)
+        .query(&[("format", "csv")])
+        .send()
+        .await
+        .expect("csv")
+        .text()
+        .await
+        .expect("body");
+    let printed = cli(&[
+        "report",
+        "--from",
+        &two_days_before,
+        "--to",
+        &to,
+        "--interval",
+        "30m",
+    ]);
+    assert_eq!(printed, api_csv, "the command and the API agree");
+    assert!(printed.lines().count() > 96, "more than one chunk");
+    let file = tempfile::NamedTempFile::new().expect("tmp");
+    let path = file.path().to_str().expect("path").to_owned();
+    cli(&[
+        "report",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--by",
+        "worker",
+        "--interval",
+        "1d",
+        "--json",
+        "--out",
+        &path,
+    ]);
+    let by_worker: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&path).expect("file")).expect("json");
+    let completed: i64 = by_worker
+        .iter()
+        .map(|r| r["tasks_completed"].as_i64().unwrap_or(0))
+        .sum();
+    let truth_completed = day
+        .tasks
+        .iter()
+        .filter(|t| t.final_status == "completed")
+        .count();
+    assert_eq!(
+        completed, truth_completed as i64,
+        "completed by worker, over the day"
+    );
+    let bad = svc
+        .command(&["report", "--from", "soon"])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--from"),
+        "names the flag"
+    );
+
     // Agents: final activity, tasks completed today, seconds in each activity today.
     let before = Utc::now();
     let agents: Vec<Value> = svc
