@@ -46,10 +46,42 @@ CREATE TABLE rollup_dirty (
     bucket  timestamptz NOT NULL
 );
 
--- Today's reservations per worker (accepted, rejected, timed out) for `/api/agents`.
+-- Reservations by creation time, for interval reports by worker.
 CREATE INDEX reservations_created_idx ON reservations (created_at);
+-- A worker's tasks by end time (today's completions); replaces the index on worker_sid.
+DROP INDEX tasks_worker_idx;
+CREATE INDEX tasks_worker_ended_idx ON tasks (worker_sid, ended_at);
 
--- Every bucket that already has tasks (an upgraded database) is computed once.
+-- Each worker's day so far (in `[sla] timezone`), recomputed from reservations, tasks
+-- and worker_activities whenever one of them changes for the worker (marks in
+-- worker_dirty), so `/api/agents` reads one row per worker. What is still open (the
+-- current activity, accepted tasks not finished) runs on to "now": it is added when read,
+-- from `busy_open_since` and the worker's current activity.
+CREATE TABLE worker_today (
+    worker_sid              text PRIMARY KEY,
+    day_start               timestamptz NOT NULL,
+    tasks_accepted          integer NOT NULL,
+    tasks_completed         integer NOT NULL,
+    handle_time             bigint NOT NULL,      -- seconds, over the tasks completed
+    wrapup_time             bigint NOT NULL,
+    wrapups                 integer NOT NULL,
+    reservations_rejected   integer NOT NULL,
+    reservations_timed_out  integer NOT NULL,
+    seconds_by_activity     jsonb NOT NULL,       -- closed activity intervals, cut at day_start
+    busy_open_since         timestamptz,          -- earliest accepted task still open
+    busy_closed_seconds     double precision NOT NULL,  -- finished busy time before busy_open_since
+    union_closed_seconds    double precision NOT NULL,  -- finished busy-or-available time before
+                                                        -- the earliest open busy or available time
+    computed_at             timestamptz NOT NULL
+);
+CREATE TABLE worker_dirty (
+    id          bigserial PRIMARY KEY,
+    worker_sid  text NOT NULL
+);
+
+-- Every bucket that already has tasks (an upgraded database) is computed once, and so is
+-- every worker's day.
+INSERT INTO worker_dirty (worker_sid) SELECT worker_sid FROM workers WHERE NOT deleted;
 INSERT INTO rollup_dirty (bucket)
 SELECT DISTINCT date_bin('15 minutes', task_created, timestamptz '2000-01-01 00:00:00+00')
 FROM tasks WHERE task_created IS NOT NULL;

@@ -42,3 +42,23 @@ mod tests {
         assert!(now_ms() > 1_700_000_000_000);
     }
 }
+
+/// Midnight of the day `now` is in, in `tz`, as a UTC instant.
+pub fn start_of_day(
+    tz: &chrono_tz::Tz,
+    now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    let local = now.with_timezone(tz).date_naive();
+    let midnight = local.and_hms_opt(0, 0, 0).unwrap_or_default();
+    tz.from_local_datetime(&midnight)
+        .earliest()
+        .map(|d| d.with_timezone(&chrono::Utc))
+        // A zone whose midnight does not exist that day (rare DST rules): use the hour after.
+        .or_else(|| {
+            tz.from_local_datetime(&(midnight + chrono::Duration::hours(1)))
+                .earliest()
+                .map(|d| d.with_timezone(&chrono::Utc))
+        })
+        .unwrap_or(now)
+}

@@ -50,12 +50,17 @@ pub async fn run_message_metrics(store: Store, stop: CancellationToken) {
     }
 }
 
-/// Recomputes the interval rollups of buckets whose tasks changed (see
-/// [`crate::apply::store::history`]), until `stop`; a report is at most about a second
-/// behind the tasks.
+/// Recomputes the interval rollups of buckets whose tasks changed and the days of
+/// workers whose activities, reservations or tasks changed (see
+/// [`crate::apply::store::history`]), until `stop`: reports and `/api/agents` are at most
+/// about a second behind the events.
 pub async fn run_rollups(store: Store, stop: CancellationToken) {
     loop {
-        let wait = pace(store.refresh_rollups(500).await, 500, "interval rollups");
+        let wait = pace(store.refresh_rollups(500).await, 500, "interval rollups").min(pace(
+            store.refresh_worker_days(500).await,
+            500,
+            "workers' days",
+        ));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 pub(super) async fn agents(State(st): State<Shared>) -> Response {
     let s = &st.settings.report;
     let now = chrono::Utc::now();
-    let day = crate::publish::summary::start_of_today(&s.tz, now);
-    match agents::agents(st.store.pool(), day, now, &s.available_override).await {
+    let day = crate::util::start_of_day(&s.tz, now);
+    match agents::agents(st.store.pool(), day, now).await {
         Ok(a) => json_body(serde_json::to_string(&a)),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }

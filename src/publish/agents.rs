@@ -247,19 +247,91 @@ fn avg(sum: i64, n: i64) -> Option<f64> {
     (n > 0).then(|| ((sum as f64 / n as f64) * 100.0).round() / 100.0)
 }
 
+/// A `worker_today` row: the day as of its last recompute.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayRow {
+    pub day_start: Option<DateTime<Utc>>,
+    pub counts: WorkerWindow,
+    pub busy_open_since: Option<DateTime<Utc>>,
+    pub busy_closed_seconds: f64,
+    pub union_closed_seconds: f64,
+}
+
+/// The worker's current activity.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Current {
+    pub name: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub available: bool,
+}
+
+fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    ((to - from).num_milliseconds().max(0)) as f64 / 1000.0
+}
+
+/// A worker's day from `day_start` to `now`: the stored day (when it is today's) plus
+/// what is still open, run on to `now`. A row of an earlier day counts nothing closed:
+/// everything it holds ended before today began.
+pub fn today(row: &DayRow, cur: &Current, day_start: DateTime<Utc>, now: DateTime<Utc>) -> Today {
+    let w = match row.day_start {
+        Some(d) if d == day_start => row.clone(),
+        _ => DayRow {
+            busy_open_since: row.busy_open_since,
+            ..DayRow::default()
+        },
+    };
+    let mut by_activity = w.counts.seconds_by_activity.clone();
+    if let Some(since) = cur.since {
+        let open = secs(since.max(day_start), now);
+        let name = cur.name.clone().unwrap_or_else(|| "(unknown)".into());
+        if open > 0.0 || by_activity.contains_key(&name) {
+            let v = by_activity.entry(name).or_default();
+            *v = ((*v + open) * 1000.0).round() / 1000.0;
+        }
+    }
+    let open_busy = w.busy_open_since.map(|b| secs(b.max(day_start), now));
+    let busy = w.busy_closed_seconds + open_busy.unwrap_or(0.0);
+    let open_avail = cur.since.filter(|_| cur.available);
+    let m = match (w.busy_open_since, open_avail) {
+        (Some(b), Some(a)) => Some(b.min(a)),
+        (b, a) => b.or(a),
+    };
+    let union = w.union_closed_seconds + m.map(|m| secs(m.max(day_start), now)).unwrap_or(0.0);
+    let c = &w.counts;
+    Today {
+        tasks_accepted: c.tasks_accepted,
+        tasks_completed: c.tasks_completed,
+        avg_handle_time: avg(c.handle_time, c.tasks_completed),
+        avg_wrapup_time: avg(c.wrapup_time, c.wrapups),
+        reservations_rejected: c.reservations_rejected,
+        reservations_timed_out: c.reservations_timed_out,
+        seconds_by_activity: by_activity,
+        occupancy: WorkerWindow {
+            busy_seconds: busy,
+            busy_or_available_seconds: union,
+            ..WorkerWindow::default()
+        }
+        .occupancy(),
+    }
+}
+
 /// Every worker not deleted, by name: what it is doing now and its day so far (from
-/// `day_start`, the configured zone's midnight, to `now`).
+/// `day_start`, the configured zone's midnight, to `now`). Reads one precomputed row per
+/// worker (about a second behind the events; see `apply::store::worker_days`).
 pub async fn agents(
     pool: &Pool,
     day_start: DateTime<Utc>,
     now: DateTime<Utc>,
-    available_override: &[String],
 ) -> Result<Vec<Agent>, StoreError> {
     let client = pool.get().await?;
     let (qw, qt) = tokio::try_join!(
         client.prepare_cached(
-            "SELECT worker_sid, worker_name, current_activity, current_activity_available, \
-               activity_changed_at FROM workers WHERE NOT deleted ORDER BY worker_name, worker_sid"
+            "SELECT w.worker_sid, w.worker_name, w.current_activity, w.current_activity_available, \
+               w.activity_changed_at, d.day_start, d.tasks_accepted, d.tasks_completed, d.handle_time, \
+               d.wrapup_time, d.wrapups, d.reservations_rejected, d.reservations_timed_out, \
+               d.seconds_by_activity, d.busy_open_since, d.busy_closed_seconds, d.union_closed_seconds \
+             FROM workers w LEFT JOIN worker_today d ON d.worker_sid = w.worker_sid \
+             WHERE NOT w.deleted ORDER BY w.worker_name, w.worker_sid"
         ),
         client.prepare_cached(
             "SELECT r.worker_sid, t.sid, t.task_channel_unique_name, t.task_queue_name, \
@@ -270,12 +342,7 @@ pub async fn agents(
              ORDER BY t.task_created, t.sid"
         ),
     )?;
-    let win = [(day_start, now.max(day_start))];
-    let (workers, open, mut stats) = tokio::try_join!(
-        async { client.query(&qw, &[]).await.map_err(StoreError::from) },
-        async { client.query(&qt, &[]).await.map_err(StoreError::from) },
-        windows(pool, &win, now, available_override),
-    )?;
+    let (workers, open) = tokio::try_join!(client.query(&qw, &[]), client.query(&qt, &[]))?;
     let mut tasks: HashMap<String, Vec<AgentTask>> = HashMap::new();
     for r in &open {
         let created: Option<DateTime<Utc>> = r.get(5);
@@ -292,7 +359,34 @@ pub async fn agents(
         .map(|r| {
             let sid: String = r.get(0);
             let since: Option<DateTime<Utc>> = r.get(4);
-            let w = stats.remove(&(sid.clone(), 0)).unwrap_or_default();
+            let int = |i: usize| r.get::<_, Option<i32>>(i).map(i64::from).unwrap_or(0);
+            let long = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0);
+            let by_activity: BTreeMap<String, f64> = r
+                .get::<_, Option<serde_json::Value>>(13)
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            let row = DayRow {
+                day_start: r.get(5),
+                counts: WorkerWindow {
+                    tasks_accepted: int(6),
+                    tasks_completed: int(7),
+                    handle_time: long(8),
+                    wrapup_time: long(9),
+                    wrapups: int(10),
+                    reservations_rejected: int(11),
+                    reservations_timed_out: int(12),
+                    seconds_by_activity: by_activity,
+                    ..WorkerWindow::default()
+                },
+                busy_open_since: r.get(14),
+                busy_closed_seconds: r.get::<_, Option<f64>>(15).unwrap_or(0.0),
+                union_closed_seconds: r.get::<_, Option<f64>>(16).unwrap_or(0.0),
+            };
+            let cur = Current {
+                name: r.get(2),
+                since,
+                available: r.get::<_, Option<bool>>(3).unwrap_or(false),
+            };
             Agent {
                 tasks: tasks.remove(&sid).unwrap_or_default(),
                 name: r.get(1),
@@ -301,18 +395,85 @@ pub async fn agents(
                 activity_since: since
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
                 seconds_in_activity: since.map(|t| (now - t).num_seconds().max(0)),
-                today: Today {
-                    tasks_accepted: w.tasks_accepted,
-                    tasks_completed: w.tasks_completed,
-                    avg_handle_time: avg(w.handle_time, w.tasks_completed),
-                    avg_wrapup_time: avg(w.wrapup_time, w.wrapups),
-                    reservations_rejected: w.reservations_rejected,
-                    reservations_timed_out: w.reservations_timed_out,
-                    occupancy: w.occupancy(),
-                    seconds_by_activity: w.seconds_by_activity,
-                },
+                today: today(&row, &cur, day_start, now),
                 sid,
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("instant")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_open_stretch_runs_on_to_now_and_is_counted_once() {
+        let day = t("2026-12-01T00:00:00Z");
+        let now = t("2026-12-01T10:00:00Z");
+        let row = DayRow {
+            day_start: Some(day),
+            counts: WorkerWindow {
+                seconds_by_activity: [("Available".to_owned(), 3600.0)].into(),
+                ..WorkerWindow::default()
+            },
+            // A task accepted at 09:30 is still open; 20 min of finished tasks before it.
+            busy_open_since: Some(t("2026-12-01T09:30:00Z")),
+            busy_closed_seconds: 1200.0,
+            // Finished busy-or-available time before 09:00 (the current activity began).
+            union_closed_seconds: 3600.0,
+        };
+        let cur = Current {
+            name: Some("Available".into()),
+            since: Some(t("2026-12-01T09:00:00Z")),
+            available: true,
+        };
+        let d = today(&row, &cur, day, now);
+        assert_eq!(d.seconds_by_activity["Available"], 7200.0);
+        // busy 1200 + 1800 open; union 3600 + 3600 since 09:00.
+        assert_eq!(d.occupancy, Some(0.42));
+    }
+
+    #[test]
+    fn a_row_of_yesterday_counts_only_what_is_still_open() {
+        let day = t("2026-12-01T00:00:00Z");
+        let now = t("2026-12-01T00:30:00Z");
+        let row = DayRow {
+            day_start: Some(t("2026-11-30T00:00:00Z")),
+            counts: WorkerWindow {
+                tasks_completed: 30,
+                seconds_by_activity: [("Break".to_owned(), 900.0)].into(),
+                ..WorkerWindow::default()
+            },
+            busy_open_since: Some(t("2026-11-30T23:50:00Z")),
+            busy_closed_seconds: 20000.0,
+            union_closed_seconds: 30000.0,
+        };
+        let cur = Current {
+            name: Some("Available".into()),
+            since: Some(t("2026-11-30T22:00:00Z")),
+            available: true,
+        };
+        let d = today(&row, &cur, day, now);
+        assert_eq!(d.tasks_completed, 0);
+        assert_eq!(d.seconds_by_activity.len(), 1);
+        assert_eq!(
+            d.seconds_by_activity["Available"], 1800.0,
+            "cut at midnight"
+        );
+        assert_eq!(d.occupancy, Some(1.0));
+    }
+
+    #[test]
+    fn no_time_known_means_no_occupancy() {
+        let day = t("2026-12-01T00:00:00Z");
+        let d = today(&DayRow::default(), &Current::default(), day, day);
+        assert_eq!(d.occupancy, None);
+        assert!(d.seconds_by_activity.is_empty());
+    }
 }

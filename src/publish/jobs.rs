@@ -16,7 +16,6 @@
 use crate::apply::store::StoreError;
 use crate::config::{Config, DocShape, Job, JobTarget};
 use crate::metrics::Metrics;
-use crate::publish::summary::start_of_today;
 use crate::publish::sync_size::{self, fit, OversizeLog};
 use crate::publish::{ListState, SyncWriter, Tracker, MAX_DATA_BYTES};
 use deadpool_postgres::Pool;
@@ -115,7 +114,7 @@ fn param_values(p: &Params, names: &[&str], now: chrono::DateTime<chrono::Utc>) 
         .map(|n| match *n {
             "workspace_sid" => Param::Text(p.workspace_sid.clone()),
             "account_sid" => Param::Text(p.account_sid.clone()),
-            "today_start" => Param::Time(start_of_today(&tz, now)),
+            "today_start" => Param::Time(crate::util::start_of_day(&tz, now)),
             "now" => Param::Time(now),
             "sla_threshold" => Param::Int(p.sla_threshold_seconds as i32),
             "short_abandon" => Param::Int(p.short_abandon_seconds as i32),

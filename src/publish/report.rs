@@ -159,7 +159,7 @@ impl Request {
 /// The start of the interval holding `t`, aligned in `tz`.
 pub fn align(t: DateTime<Utc>, step: Step, tz: &Tz) -> DateTime<Utc> {
     match step {
-        Step::Day => crate::publish::summary::start_of_today(tz, t),
+        Step::Day => crate::util::start_of_day(tz, t),
         Step::Minutes(m) => {
             use chrono::Offset;
             let offset = tz.offset_from_utc_datetime(&t.naive_utc()).fix();

@@ -16,7 +16,7 @@
 
 use crate::config::Sla;
 use crate::publish::sync_size;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -82,22 +82,6 @@ pub struct Summary {
     pub available_workers: i64,
 }
 
-/// Midnight of the current day in `tz`, as a UTC instant.
-pub fn start_of_today(tz: &chrono_tz::Tz, now: DateTime<Utc>) -> DateTime<Utc> {
-    let local = now.with_timezone(tz).date_naive();
-    let midnight = local.and_hms_opt(0, 0, 0).unwrap_or_default();
-    tz.from_local_datetime(&midnight)
-        .earliest()
-        .map(|d| d.with_timezone(&Utc))
-        // A zone whose midnight does not exist that day (rare DST rules): use the hour after.
-        .or_else(|| {
-            tz.from_local_datetime(&(midnight + chrono::Duration::hours(1)))
-                .earliest()
-                .map(|d| d.with_timezone(&Utc))
-        })
-        .unwrap_or(now)
-}
-
 fn pct(num: i64, den: i64) -> Option<f64> {
     (den > 0).then(|| ((num as f64 / den as f64) * 10_000.0).round() / 100.0)
 }
@@ -156,7 +140,7 @@ fn window_from_row(r: &tokio_postgres::Row) -> Window {
 /// Computes the whole summary in one read-only transaction.
 pub async fn compute(pool: &Pool, sla: &Sla, now: DateTime<Utc>) -> Result<Summary, StoreError> {
     let tz: chrono_tz::Tz = sla.timezone.parse().unwrap_or(chrono_tz::UTC);
-    let today = start_of_today(&tz, now);
+    let today = crate::util::start_of_day(&tz, now);
     let recent = now - chrono::Duration::minutes(30);
     let short = sla.short_abandon_seconds as i32;
     let mut client = pool.get().await?;
@@ -435,19 +419,20 @@ pub fn sync_objects(s: &Summary, sla: &Sla) -> Vec<SyncObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
 
     #[test]
     fn today_starts_at_local_midnight() {
         let now = Utc.with_ymd_and_hms(2026, 3, 8, 15, 0, 0).unwrap();
         let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
         assert_eq!(
-            start_of_today(&ny, now),
+            crate::util::start_of_day(&ny, now),
             Utc.with_ymd_and_hms(2026, 3, 8, 5, 0, 0).unwrap()
         );
         let utc = chrono_tz::UTC;
         let late = Utc.with_ymd_and_hms(2026, 3, 8, 23, 59, 59).unwrap();
         assert_eq!(
-            start_of_today(&utc, late),
+            crate::util::start_of_day(&utc, late),
             Utc.with_ymd_and_hms(2026, 3, 8, 0, 0, 0).unwrap()
         );
     }

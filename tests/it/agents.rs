@@ -61,11 +61,12 @@ fn gappy(day: &SimDay, seed: u64) -> (Callbacks, Callbacks) {
 }
 
 async fn wait_rollups(db: &TestDb) {
+    let marks = "SELECT (SELECT count(*) FROM rollup_dirty) + (SELECT count(*) FROM worker_dirty)";
     for _ in 0..100 {
-        if db.count("SELECT count(*) FROM rollup_dirty").await == 0 {
+        if db.count(marks).await == 0 {
             // The refresher may hold marks it took: one more round settles them.
             tokio::time::sleep(Duration::from_millis(700)).await;
-            if db.count("SELECT count(*) FROM rollup_dirty").await == 0 {
+            if db.count(marks).await == 0 {
                 return;
             }
         }
@@ -366,6 +367,44 @@ async fn agents_and_interval_reports_equal_the_truth_of_a_gappy_day() {
             );
         }
     }
+
+    // Occupancy and completions today: the precomputed day (with its open stretch run on
+    // to now) equals the direct computation of the worker report over today.
+    let today_q = [
+        ("from", iso(day_start, &tz)),
+        ("to", iso(Utc::now(), &tz)),
+        ("interval", "1d".to_owned()),
+        ("by", "worker".to_owned()),
+    ];
+    let by_worker: Vec<Value> = svc
+        .admin_get("/api/reports/intervals")
+        .query(&today_q)
+        .send()
+        .await
+        .expect("report")
+        .json()
+        .await
+        .expect("json");
+    let mut occupied = 0;
+    for a in &agents {
+        let name = a["name"].as_str().expect("name");
+        let r = by_worker
+            .iter()
+            .find(|r| r["worker"] == name)
+            .unwrap_or_else(|| panic!("{name} in the report"));
+        assert_eq!(
+            a["today"]["tasks_completed"], r["tasks_completed"],
+            "{name}"
+        );
+        match (a["today"]["occupancy"].as_f64(), r["occupancy"].as_f64()) {
+            (Some(x), Some(y)) => {
+                assert!((x - y).abs() <= 0.011, "{name}: occupancy {x} vs {y}");
+                occupied += usize::from(x > 0.0);
+            }
+            (x, y) => assert_eq!(x, y, "{name}: occupancy"),
+        }
+    }
+    assert!(occupied > 5, "most agents were busy part of the day");
 
     // Rollups and activity intervals survive event retention: with every raw event gone
     // and every bucket recomputed, the same report and the same days.

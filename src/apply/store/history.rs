@@ -95,7 +95,8 @@ impl Store {
             )
             .await?;
         tx.execute(&stmt, &[&Json(&rows)]).await?;
-        Ok(())
+        self.mark_workers(tx, rows.iter().map(|r| r.worker_sid).collect())
+            .await
     }
 
     /// Appends the rollup buckets (as bucket starts in ms) whose tasks changed.

@@ -211,6 +211,14 @@ impl Store {
                 .collect();
             upsert(tx, "tasks", &["sid"], &rows).await?;
             self.mark_buckets(tx, &buckets).await?;
+            // Completions count in the day of the worker who handled the task.
+            self.mark_workers(
+                tx,
+                rows.iter()
+                    .filter_map(|r| r.row.worker_sid.as_deref())
+                    .collect(),
+            )
+            .await?;
         }
 
         if !resv_d.is_empty() {
@@ -227,6 +235,13 @@ impl Store {
                 })
                 .collect();
             upsert(tx, "reservations", &["sid"], &rows).await?;
+            self.mark_workers(
+                tx,
+                rows.iter()
+                    .filter_map(|r| r.row.worker_sid.as_deref())
+                    .collect(),
+            )
+            .await?;
         }
 
         if !worker_d.is_empty() {
@@ -256,6 +271,8 @@ impl Store {
                 })
                 .collect();
             upsert(tx, "workers", &["worker_sid"], &rows).await?;
+            self.mark_workers(tx, states.keys().map(String::as_str).collect())
+                .await?;
         }
 
         if !chan_d.is_empty() {
@@ -304,10 +321,13 @@ impl Store {
                     .prepare_cached(
                         "UPDATE workers SET current_activity_available = $2, updated_at = now() \
                          WHERE current_activity_sid = $1 \
-                         AND current_activity_available IS DISTINCT FROM $2",
+                         AND current_activity_available IS DISTINCT FROM $2 RETURNING worker_sid",
                     )
                     .await?;
-                tx.execute(&stmt, &[&a.sid, &a.available]).await?;
+                let moved = tx.query(&stmt, &[&a.sid, &a.available]).await?;
+                let moved: Vec<String> = moved.iter().map(|r| r.get(0)).collect();
+                self.mark_workers(tx, moved.iter().map(String::as_str).collect())
+                    .await?;
             }
         }
         Ok(())

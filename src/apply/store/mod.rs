@@ -246,6 +246,7 @@ pub mod history;
 mod merge;
 mod message_metrics;
 mod rebuild;
+mod worker_days;
 
 /// What the rules need from the config: the store's slice of it.
 #[derive(Debug, Clone)]
