@@ -25,24 +25,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] std::io::Error);
-
-    #[test]
-    fn causes_are_joined_once() {
-        let e = Outer(std::io::Error::other("connection refused"));
-        assert_eq!(error_chain(&e), "outer: connection refused");
-        let plain = std::io::Error::other("x");
-        assert_eq!(error_chain(&plain), "x");
-        assert!(now_ms() > 1_700_000_000_000);
-    }
-}
-
 /// Midnight of the day `now` is in, in `tz`, as a UTC instant.
 pub fn start_of_day(
     tz: &chrono_tz::Tz,
@@ -61,4 +43,22 @@ pub fn start_of_day(
                 .map(|d| d.with_timezone(&chrono::Utc))
         })
         .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn causes_are_joined_once() {
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(error_chain(&e), "outer: connection refused");
+        let plain = std::io::Error::other("x");
+        assert_eq!(error_chain(&plain), "x");
+        assert!(now_ms() > 1_700_000_000_000);
+    }
 }
