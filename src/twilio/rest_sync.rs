@@ -112,6 +112,19 @@ pub fn worker_from_rest(w: &Worker, now: i64) -> Option<(String, WorkerState)> {
                     },
                 )
             }),
+            // When the current activity began, for workers no activity update was heard
+            // from (time in activity, `/api/agents`). As old as the change itself, so an
+            // update event (ms precision, at or after it) always wins.
+            activity_change: w
+                .date_status_changed
+                .as_deref()
+                .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+                .map(|d| {
+                    Reg(
+                        rules::rest_clock(d.timestamp_millis(), 0),
+                        rules::ActivityChange::default(),
+                    )
+                }),
             ..WorkerState::default()
         },
     ))
@@ -476,6 +489,25 @@ mod tests {
             json!("client:alice")
         );
         assert_eq!(w.activity.unwrap().1.name.as_deref(), Some("Available"));
+        assert!(
+            w.activity_change.is_none(),
+            "no date_status_changed, no change"
+        );
+    }
+
+    #[test]
+    fn a_rest_worker_says_since_when_it_is_in_its_activity() {
+        let (_, w) = worker_from_rest(
+            &types::or_default(json!({"sid": "WK1", "activity_sid": "WA2",
+                    "date_status_changed": "2026-12-01T08:00:05Z"})),
+            1_900_000_000_000,
+        )
+        .expect("worker");
+        let row = rules::derive_worker("WK1", &w, None);
+        assert_eq!(
+            row.activity_changed_at.map(|t| t.to_rfc3339()),
+            Some("2026-12-01T08:00:05+00:00".to_owned())
+        );
     }
 
     #[test]

@@ -118,6 +118,9 @@ pub struct Worker {
     pub activity_sid: Option<String>,
     #[serde(default, deserialize_with = "text")]
     pub activity_name: Option<String>,
+    /// When the worker's activity last changed (ISO 8601, whole seconds).
+    #[serde(default, deserialize_with = "text")]
+    pub date_status_changed: Option<String>,
 }
 
 impl Listed for Worker {

@@ -1,7 +1,7 @@
 //! `/api/agents` and `/api/reports/intervals` against the simulator's truth and the rules'
 //! reference fold, for a shuffled, duplicated, gappy day that ended minutes ago.
 use crate::harness::*;
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -11,25 +11,8 @@ use taskrouter_summarizer::apply::rules;
 use taskrouter_summarizer::config::Sla;
 use taskrouter_summarizer::event::Event;
 use taskrouter_summarizer::publish::report::{align, Step};
+use taskrouter_summarizer::sim::demo::zone_where_today_is_long;
 use taskrouter_summarizer::sim::{realistic_day, DayConfig, SimDay};
-
-/// A fixed-offset zone in which it is now between 11:00 and 21:00, so a simulated day
-/// that began 10 hours ago lies in "today", while each worker's first activity (begun
-/// the evening before) spans midnight.
-fn afternoon_zone(now: DateTime<Utc>) -> (String, chrono_tz::Tz) {
-    let h = now.hour() as i32;
-    let n = (-12..=14)
-        .find(|n| (11..21).contains(&(h + n).rem_euclid(24)))
-        .expect("some offset");
-    // Etc/GMT-N is UTC+N (POSIX sign).
-    let name = if n == 0 {
-        "Etc/GMT".to_owned()
-    } else {
-        format!("Etc/GMT{}{}", if n > 0 { "-" } else { "+" }, n.abs())
-    };
-    let tz = name.parse().expect("zone");
-    (name, tz)
-}
 
 /// Every 6th task.created dropped, about 10% of the rest twice, all shuffled.
 type Callbacks = Vec<Vec<(String, String)>>;
@@ -85,7 +68,11 @@ fn iso(t: DateTime<Utc>, tz: &chrono_tz::Tz) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_and_interval_reports_equal_the_truth_of_a_gappy_day() {
     let now = Utc::now();
-    let (zone, tz) = afternoon_zone(now);
+    // A zone where today began 11 to 22 hours ago: the simulated day (begun 10 hours
+    // ago) lies in today, and each worker's first activity (begun the evening before)
+    // spans midnight.
+    let zone = zone_where_today_is_long();
+    let tz: chrono_tz::Tz = zone.parse().expect("zone");
     let start = now - chrono::Duration::hours(10);
     let day = realistic_day(&DayConfig {
         seed: 17,
@@ -486,4 +473,64 @@ async fn agents_and_interval_reports_equal_the_truth_of_a_gappy_day() {
         let msg = body["error"].as_str().expect("error");
         assert!(msg.starts_with(&format!("{name}:")), "{bad:?}: {msg}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_known_only_from_the_rest_api_has_its_time_in_activity() {
+    use crate::twilio_stub::TwilioStub;
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+    const WS: &str = "WS0123456789abcdef0123456789abcdef";
+    let zone = zone_where_today_is_long();
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    stub.set_activities(
+        WS,
+        vec![serde_json::json!({"sid": "WA00000000000000000000000000000002", "friendly_name": "Break",
+            "available": false})],
+    );
+    let changed = Utc::now() - chrono::Duration::minutes(20);
+    stub.set_workers(
+        WS,
+        vec![
+            serde_json::json!({"sid": "WK00000000000000000000000000000001", "friendly_name": "dana",
+            "account_sid": AC, "workspace_sid": WS, "available": false,
+            "activity_sid": "WA00000000000000000000000000000002", "activity_name": "Break",
+            "attributes": "{}",
+            "date_status_changed": changed.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
+        ],
+    );
+    let db = TestDb::new().await;
+    let svc = Service::start(
+        Options::new(&db.url)
+            .account(AC)
+            .taskrouter(&stub, WS)
+            .timezone(&zone),
+    )
+    .await;
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = svc
+            .admin_get("/api/agents")
+            .send()
+            .await
+            .expect("agents")
+            .json()
+            .await
+            .expect("json");
+        if last[0]["activity_since"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let a = &last[0];
+    assert_eq!(a["name"], "dana", "{last}");
+    assert_eq!(a["activity"], "Break");
+    let since =
+        DateTime::parse_from_rfc3339(a["activity_since"].as_str().expect("since")).expect("iso");
+    assert_eq!(since.timestamp(), changed.timestamp());
+    let secs = a["seconds_in_activity"].as_i64().expect("seconds");
+    assert!((1199..1300).contains(&secs), "{secs}");
+    let on_break = a["today"]["seconds_by_activity"]["Break"]
+        .as_f64()
+        .expect("break today");
+    assert!((1199.0..1300.0).contains(&on_break), "{on_break}");
 }
