@@ -56,11 +56,20 @@ pub async fn run_message_metrics(store: Store, stop: CancellationToken) {
 /// about a second behind the events.
 pub async fn run_rollups(store: Store, stop: CancellationToken) {
     loop {
-        let wait = pace(store.refresh_rollups(500).await, 500, "interval rollups").min(pace(
-            store.refresh_worker_days(500).await,
-            500,
+        // Many marks name the same bucket or worker: large rounds cost little more than
+        // small ones, and a drain in full flow leaves the refresh a round every 200 ms.
+        const MARKS: usize = 20_000;
+        let rollups = pace(
+            store.refresh_rollups(MARKS as i64).await,
+            MARKS,
+            "interval rollups",
+        );
+        let days = pace(
+            store.refresh_worker_days(MARKS as i64).await,
+            MARKS,
             "workers' days",
-        ));
+        );
+        let wait = rollups.min(days).max(Duration::from_millis(200));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,
