@@ -16,7 +16,7 @@ use taskrouter_summarizer::sim::{realistic_day, DayConfig, SimDay};
 /// A fixed-offset zone in which it is now between 11:00 and 21:00, so a simulated day
 /// that began 10 hours ago lies in "today", while each worker's first activity (begun
 /// the evening before) spans midnight.
-fn afternoon_zone(now: DateTime<Utc>) -> (String, chrono_tz::Tz) {
+pub(crate) fn afternoon_zone(now: DateTime<Utc>) -> (String, chrono_tz::Tz) {
     let h = now.hour() as i32;
     let n = (-12..=14)
         .find(|n| (11..21).contains(&(h + n).rem_euclid(24)))

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use taskrouter_summarizer::publish::report::{align, Step};
 
 fn chromium() -> PathBuf {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -273,4 +274,279 @@ async fn the_wallboard_shows_the_summary_and_updates_live() {
         text.contains("|Billing|") && text.contains("|14|"),
         "the page never showed the new task:\n{text}"
     );
+}
+
+/// The part of `dom` from the element with `id` to the next element with `until`.
+fn section<'a>(dom: &'a str, id: &str, until: &str) -> &'a str {
+    let from = dom.find(&format!("id=\"{id}\"")).unwrap_or(dom.len());
+    let rest = &dom[from..];
+    &rest[..rest.find(until).unwrap_or(rest.len())]
+}
+
+/// The agents panel's row (`<tr ...>...`) whose first cell is `name`.
+fn agent_row<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
+    section(dom, "ag-body", "id=\"iv\"")
+        .split("<tr")
+        .find(|r| r.contains(&format!("title=\"{name}\">{name}</td>")))
+}
+
+/// The classes of a row's `<tr>` tag.
+fn row_classes(row: &str) -> String {
+    let tag = &row[..row.find('>').unwrap_or(row.len())];
+    tag.split("class=\"")
+        .nth(1)
+        .and_then(|c| c.split('"').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The today-by-interval block of `queue`.
+fn queue_block<'a>(dom: &'a str, queue: &str) -> Option<&'a str> {
+    section(dom, "iv-body", "</main>")
+        .split("class=\"ivq\"")
+        .find(|b| b.contains(&format!(">{queue}</span>")))
+}
+
+/// A worker that went into `activity` at `since_ms`.
+fn worker_in(n: u32, sid: &str, name: &str, activity: &str, since_ms: i64) -> Params {
+    Cb::worker("worker.activity.update", sid)
+        .ev(n)
+        .set("WorkerName", name)
+        .set("WorkerActivitySid", format!("WA{activity}"))
+        .set("WorkerActivityName", activity)
+        .at(since_ms)
+        .build()
+}
+
+/// A task's event in `queue` (a reservation's goes to Bob).
+fn task_event(n: u32, kind: &str, task: u32, queue: &str, created_ms: i64, at_ms: i64) -> Params {
+    let cb = if kind.starts_with("reservation.") {
+        Cb::reservation(kind, wt(task), format!("WR{task:032x}"), "WKbob")
+            .set("WorkerName", "Bob")
+            .status(if kind == "reservation.accepted" {
+                "assigned"
+            } else {
+                "reserved"
+            })
+    } else {
+        Cb::task(kind, wt(task)).status("pending")
+    };
+    cb.ev(n)
+        .queue(queue)
+        .queue_sid(format!("WQ{queue}"))
+        .channel("voice")
+        .age((at_ms - created_ms) / 1000)
+        .created(created_ms)
+        .at(at_ms)
+        .build()
+}
+
+/// Asks the admin API until `ok` holds for its answer.
+async fn api_until(svc: &Service, path: &str, query: &[(&str, &str)], ok: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = match svc.admin_get(path).query(query).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => Value::Null,
+        };
+        if ok(&v) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path}: {v}\n{}", svc.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wallboard_shows_agents_with_alerts_and_today_by_interval() {
+    // A zone in which it is afternoon: everything below happened "today".
+    let (zone, _) = crate::agents::afternoon_zone(chrono::Utc::now());
+    let db = TestDb::new().await;
+    let svc = Service::start(
+        Options::new(&db.url)
+            // With a token, opened as `?token=`: every request of the page must pass it.
+            .admin_token("wall-token")
+            .timezone(&zone)
+            .available_activities(&["Available"])
+            .wallboard_alerts(1, 2),
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let min = 60_000;
+    let mut cbs = vec![
+        // Alice: on a break for 5 minutes (over the 1-minute threshold).
+        worker_in(1, "WKalice", "Alice", "Break", now - 5 * min),
+        // Carol: on a break for 20 seconds (under it).
+        worker_in(2, "WKcarol", "Carol", "Break", now - 20_000),
+        // Dave: logged out for hours (not a break).
+        worker_in(3, "WKdave", "Dave", "Offline", now - 120 * min),
+        // Bob: available, holding a task created 3 minutes ago (over the 2-minute one).
+        worker_in(4, "WKbob", "Bob", "Available", now - 10 * min),
+    ];
+    // Support: one task created 3 minutes ago and answered by Bob in 5 s (within the
+    // 15-second SLA), two waiting; Sales: one waiting.
+    let t1 = now - 3 * min;
+    let tasks = [
+        (1, "Support", t1),
+        (2, "Support", now - min),
+        (3, "Support", now - 30_000),
+        (4, "Sales", now - 40_000),
+    ];
+    for (n, (task, queue, created)) in (10..).zip(tasks) {
+        cbs.push(task_event(n, "task.created", task, queue, created, created));
+    }
+    cbs.push(task_event(
+        20,
+        "reservation.created",
+        1,
+        "Support",
+        t1,
+        t1 + 2_000,
+    ));
+    cbs.push(task_event(
+        21,
+        "reservation.accepted",
+        1,
+        "Support",
+        t1,
+        t1 + 5_000,
+    ));
+    // In order: the reservation follows its task.
+    for cb in &cbs {
+        assert_eq!(svc.post(cb).await.unwrap(), 204);
+    }
+    svc.wait_drained(Duration::from_secs(30)).await;
+    api_until(&svc, "/api/agents", &[], |v| {
+        let a = v.as_array().cloned().unwrap_or_default();
+        a.len() == 4
+            && a.iter()
+                .any(|w| w["name"] == "Bob" && w["tasks"].as_array().is_some_and(|t| t.len() == 1))
+            && a.iter()
+                .any(|w| w["name"] == "Alice" && w["available"] == false)
+    })
+    .await;
+    let settings: serde_json::Value = svc
+        .admin_get("/api/wallboard")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (from, to) = (
+        settings["today_start"].as_str().unwrap().to_owned(),
+        settings["today_end"].as_str().unwrap().to_owned(),
+    );
+    let q = [
+        ("from", from.as_str()),
+        ("to", to.as_str()),
+        ("by", "queue"),
+    ];
+    // The rollups are refreshed in the background: wait until they hold every task.
+    api_until(&svc, "/api/reports/intervals", &q, |v| {
+        let rows = v.as_array().cloned().unwrap_or_default();
+        let sum = |q: &str, k: &str| -> i64 {
+            rows.iter()
+                .filter(|r| r["queue"] == q)
+                .map(|r| r[k].as_i64().unwrap_or(0))
+                .sum()
+        };
+        sum("Support", "tasks_created") == 3
+            && sum("Support", "tasks_accepted") == 1
+            && sum("Sales", "tasks_created") == 1
+    })
+    .await;
+
+    let url = svc.admin_url("/dashboard?token=wall-token");
+    let mut page = Page::open(&url);
+    let dom = tokio::task::block_in_place(|| {
+        page.dom_when(Duration::from_secs(30), |dom| {
+            agent_row(dom, "Bob").is_some_and(|r| r.contains("class=\"chip"))
+                && agent_row(dom, "Alice").is_some_and(|r| row_classes(r).contains("long-break"))
+                && queue_block(dom, "Support").is_some()
+                && text_of(dom).contains("|Waiting|")
+        })
+    });
+    let text = text_of(&dom);
+    // The summary over SSE still works with the token.
+    let queues = text_of(section(&dom, "q-body", "id=\"wk\""));
+    assert!(
+        queues.contains("|Support|") && queues.contains("|Sales|"),
+        "{queues}"
+    );
+
+    // Agents: names, activities, the time in them, tasks, alerts.
+    let row = |name: &str| {
+        agent_row(&dom, name).unwrap_or_else(|| panic!("no row for {name} in:\n{text}"))
+    };
+    let alice = row("Alice");
+    let t = text_of(alice);
+    assert!(t.contains("|Break|"), "{t}");
+    // 5 minutes and a few seconds: the timer runs from the server's count.
+    assert!(t.contains("|05:") || t.contains("|06:"), "{t}");
+    assert!(row_classes(alice).contains("long-break"), "{alice}");
+    assert!(!row_classes(alice).contains("long-task"), "{alice}");
+
+    let carol = row("Carol");
+    assert!(text_of(carol).contains("|Break|"));
+    assert!(
+        !row_classes(carol).contains("long-break"),
+        "under the threshold: {carol}"
+    );
+
+    let dave = row("Dave");
+    assert!(text_of(dave).contains("|Offline|"));
+    assert!(row_classes(dave).contains("offline"), "{dave}");
+    assert!(
+        !row_classes(dave).contains("long-break"),
+        "logged out is no break: {dave}"
+    );
+
+    let bob = row("Bob");
+    let t = text_of(bob);
+    assert!(t.contains("|Available|"), "{t}");
+    // The task: its queue and its age (3 minutes and some).
+    assert!(
+        t.contains("|Support |03:") || t.contains("|Support |04:"),
+        "{t}"
+    );
+    assert!(bob.contains("class=\"chip late\""), "{bob}");
+    assert!(row_classes(bob).contains("long-task"), "{bob}");
+    assert!(!row_classes(bob).contains("long-break"), "{bob}");
+
+    // Today by interval: per queue, today's created / answered / abandoned / SL; the task
+    // answered in 5 s is within the 15-second SLA.
+    let support =
+        queue_block(&dom, "Support").unwrap_or_else(|| panic!("no Support block:\n{text}"));
+    let t = text_of(support);
+    assert!(t.contains("|Interval|Created|Answered|"), "{t}");
+    assert!(t.contains("|Today|3|1|0|100%|"), "{t}");
+    // Each task in the half hour of its creation, in the configured zone (the three may
+    // straddle a boundary).
+    let tz: chrono_tz::Tz = zone.parse().unwrap();
+    let label = |ms: i64| {
+        let at = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+        align(at, Step::Minutes(30), &tz)
+            .with_timezone(&tz)
+            .format("%H:%M")
+            .to_string()
+    };
+    let mut want: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for (task, _, created) in tasks.iter().filter(|t| t.1 == "Support") {
+        let e = want.entry(label(*created)).or_default();
+        e.0 += 1;
+        e.1 += i64::from(*task == 1);
+    }
+    for (at, (created, answered)) in want {
+        let sl = if answered > 0 { "100%" } else { "—" };
+        let row = format!("|{at}|{created}|{answered}|0|{sl}|");
+        assert!(t.contains(&row), "{row} missing from:\n{t}");
+    }
+    let sales = queue_block(&dom, "Sales").unwrap_or_else(|| panic!("no Sales block:\n{text}"));
+    let t = text_of(sales);
+    assert!(t.contains("|Today|1|0|0|—|"), "{t}");
+    let row = format!("|{}|1|0|0|—|", label(now - 40_000));
+    assert!(t.contains(&row), "{row} missing from:\n{t}");
+    // Neither panel says it failed to update.
+    assert!(!text.contains("not updated"), "{text}");
 }
