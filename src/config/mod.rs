@@ -62,6 +62,8 @@ pub struct Config {
     pub backfill: Backfill,
     #[serde(default)]
     pub retention: Retention,
+    #[serde(default)]
+    pub wallboard: Wallboard,
     /// User-defined jobs: SQL over the summary tables, published to Sync on a schedule.
     #[serde(default)]
     pub jobs: Vec<Job>,
@@ -376,6 +378,31 @@ impl Default for Publish {
     }
 }
 
+/// The wallboard's (`/dashboard`) alert thresholds, served to the page by
+/// `GET /api/wallboard`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Wallboard {
+    /// An agent in an activity that is not available (a break) for longer than this is
+    /// highlighted; 0 = never.
+    pub break_alert_minutes: i64,
+    /// An agent holding a task older than this is highlighted; 0 = never.
+    pub task_alert_minutes: i64,
+    /// Activities that are not available but are not breaks either (logged out): never
+    /// highlighted, listed last. Otherwise every agent who went home would glow all night.
+    pub offline_activities: Vec<String>,
+}
+
+impl Default for Wallboard {
+    fn default() -> Self {
+        Wallboard {
+            break_alert_minutes: 15,
+            task_alert_minutes: 10,
+            offline_activities: vec!["Offline".into()],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
@@ -587,6 +614,41 @@ timezone = "Mars/Olympus"
         ] {
             assert!(p.contains(key), "{key} not reported in:\n{p}");
         }
+    }
+
+    #[test]
+    fn wallboard_thresholds_default_and_are_checked() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.wallboard, Wallboard::default());
+        assert_eq!(
+            (
+                c.wallboard.break_alert_minutes,
+                c.wallboard.task_alert_minutes
+            ),
+            (15, 10)
+        );
+        let c = Config::from_toml(&format!(
+            "{GOOD}[wallboard]\nbreak_alert_minutes = 0\ntask_alert_minutes = 1440\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.problems(),
+            Vec::<String>::new(),
+            "0 (off) and a day are fine"
+        );
+        let c = Config::from_toml(&format!(
+            "{GOOD}[wallboard]\nbreak_alert_minutes = -1\ntask_alert_minutes = 1441\n"
+        ))
+        .unwrap();
+        let p = c.problems().join("\n");
+        for key in [
+            "wallboard.break_alert_minutes: must be between 0",
+            "wallboard.task_alert_minutes: must be between 0",
+        ] {
+            assert!(p.contains(key), "{key} not reported in:\n{p}");
+        }
+        let e = Config::from_toml("[wallboard]\nbreak_alert_mins = 5\n").unwrap_err();
+        assert!(e.contains("break_alert_mins"), "{e}");
     }
 
     #[test]

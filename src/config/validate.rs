@@ -248,6 +248,22 @@ impl Config {
         if !self.jobs.is_empty() && self.twilio.sync_service_sid.is_empty() {
             p.push("twilio.sync_service_sid: missing (required by [[jobs]])".into());
         }
+        // A day at most: a longer threshold would never fire on a day's wallboard, which
+        // is surely a unit mistake (seconds for minutes).
+        for (key, v) in [
+            (
+                "wallboard.break_alert_minutes",
+                self.wallboard.break_alert_minutes,
+            ),
+            (
+                "wallboard.task_alert_minutes",
+                self.wallboard.task_alert_minutes,
+            ),
+        ] {
+            if !(0..=1440).contains(&v) {
+                p.push(format!("{key}: must be between 0 (off) and 1440 (a day)"));
+            }
+        }
         if self.log.format != "text" && self.log.format != "json" {
             p.push(format!(
                 "log.format: `{}` must be \"text\" or \"json\"",

@@ -58,6 +58,8 @@ pub struct Settings {
     pub sla: Sla,
     /// For `/api/agents` and `/api/reports/intervals`.
     pub report: crate::publish::report::Settings,
+    /// For `/api/wallboard`: the wallboard's alert thresholds.
+    pub wallboard: crate::config::Wallboard,
 }
 
 impl From<&Config> for Settings {
@@ -72,6 +74,7 @@ impl From<&Config> for Settings {
                 .then(|| cfg.server.admin_token.clone()),
             sla: cfg.sla.clone(),
             report: crate::publish::report::Settings::from_config(cfg),
+            wallboard: cfg.wallboard.clone(),
         }
     }
 }
@@ -143,7 +146,7 @@ impl Role {
 }
 
 /// Every route, listed once: path, side, and the one method it answers.
-fn routes() -> [(&'static str, Side, MethodRouter<Shared>); 11] {
+fn routes() -> [(&'static str, Side, MethodRouter<Shared>); 12] {
     [
         ("/ingress", Side::Webhook, post(webhooks::taskrouter)),
         (
@@ -166,6 +169,7 @@ fn routes() -> [(&'static str, Side, MethodRouter<Shared>); 11] {
             Side::Admin,
             get(reports::intervals),
         ),
+        ("/api/wallboard", Side::Admin, get(reports::wallboard)),
         ("/dashboard", Side::Admin, get(admin::dashboard)),
         ("/dashboard/events", Side::Admin, get(admin::events)),
     ]

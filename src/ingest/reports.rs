@@ -1,4 +1,5 @@
-//! `GET /api/agents` and `GET /api/reports/intervals` (design §5b), on the admin side.
+//! `GET /api/agents` and `GET /api/reports/intervals` (design §5b), and the
+//! wallboard's settings (`GET /api/wallboard`), on the admin side.
 
 use super::{error, Shared};
 use crate::publish::{agents, report};
@@ -65,6 +66,40 @@ pub(super) async fn intervals(
             .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `GET /api/wallboard`: what the wallboard needs besides the data: its alert
+/// thresholds, and today's bounds in `[sla] timezone` (for its today-by-interval
+/// report). The server computes "today" so that a TV whose clock or zone is off still
+/// shows the contact center's day.
+pub(super) async fn wallboard(State(st): State<Shared>) -> Response {
+    let s = &st.settings.report;
+    let now = chrono::Utc::now();
+    let start = crate::util::start_of_day(&s.tz, now);
+    // The next local midnight (23 to 25 hours on, across a DST change).
+    let end = report::starts(
+        start,
+        start + chrono::Duration::hours(1),
+        report::Step::Day,
+        &s.tz,
+    )
+    .get(1)
+    .copied()
+    .unwrap_or(start + chrono::Duration::days(1));
+    let iso = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&s.tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let w = &st.settings.wallboard;
+    json_body(serde_json::to_string(&serde_json::json!({
+        "break_alert_minutes": w.break_alert_minutes,
+        "task_alert_minutes": w.task_alert_minutes,
+        "offline_activities": w.offline_activities,
+        "timezone": s.tz.name(),
+        "today": start.with_timezone(&s.tz).date_naive().to_string(),
+        "today_start": iso(start),
+        "today_end": iso(end),
+    })))
 }
 
 fn json_body(body: Result<String, serde_json::Error>) -> Response {

@@ -240,6 +240,36 @@ impl Options {
         self.set("taskrouter", "reconcile_schedule", toml_str(cron))
     }
 
+    /// `[taskrouter] available_activities`: activity names that count as available.
+    pub fn available_activities(self, names: &[&str]) -> Options {
+        let list: Vec<String> = names.iter().map(|n| toml_str(n)).collect();
+        self.set(
+            "taskrouter",
+            "available_activities",
+            format!("[{}]", list.join(", ")),
+        )
+    }
+
+    /// `[wallboard] break_alert_minutes` and `task_alert_minutes`.
+    pub fn wallboard_alerts(self, break_minutes: i64, task_minutes: i64) -> Options {
+        self.set(
+            "wallboard",
+            "break_alert_minutes",
+            break_minutes.to_string(),
+        )
+        .set("wallboard", "task_alert_minutes", task_minutes.to_string())
+    }
+
+    /// `[wallboard] offline_activities`.
+    pub fn offline_activities(self, names: &[&str]) -> Options {
+        let list: Vec<String> = names.iter().map(|n| toml_str(n)).collect();
+        self.set(
+            "wallboard",
+            "offline_activities",
+            format!("[{}]", list.join(", ")),
+        )
+    }
+
     /// `[conversations] fetch_on_complete`.
     pub fn conversations_fetch(self, on: bool) -> Options {
         self.set("conversations", "fetch_on_complete", on.to_string())

@@ -74,10 +74,11 @@ impl Drop for Nginx {
     }
 }
 
-const ADMIN_PATHS: [&str; 5] = [
+const ADMIN_PATHS: [&str; 6] = [
     "/dashboard",
     "/dashboard/events",
     "/api/summary",
+    "/api/wallboard",
     "/metrics",
     "/readyz",
 ];
