@@ -387,9 +387,12 @@ async fn sigterm_drains_and_exits_zero_and_migrate_is_idempotent() {
 async fn check_config_names_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
+    // A queue path under a file: unusable whoever runs the test (root included).
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
     std::fs::write(
         &cfg,
-        "[server]\nlisten = \"nowhere\"\npublic_url = \"https://x.test\"\n[queue]\npath = \"/proc/nope/q\"\n[twilio]\nauth_token = \"s3cret-token\"\n",
+        format!("[server]\nlisten = \"nowhere\"\npublic_url = \"https://x.test\"\n[queue]\npath = \"{}\"\n[twilio]\nauth_token = \"s3cret-token\"\n", file.join("q").display()),
     )
     .unwrap();
     let out = std::process::Command::new(bin())
