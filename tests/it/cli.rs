@@ -1,7 +1,7 @@
 //! The first commands an operator runs: `check-config` changes nothing and names every
-//! problem with its place.
+//! problem with its place, and `migrate` needs only a database URL.
 
-use crate::harness::bin;
+use crate::harness::{bin, TestDb};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -96,4 +96,45 @@ fn check_config_creates_nothing_and_names_every_problem_at_its_line() {
         lines[0].starts_with(&format!("  - {path}:4:7: invalid table header")),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_needs_only_a_database_url() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    // --database-url, no config anywhere, no Twilio settings.
+    let out = cmd(dir.path())
+        .args(["migrate", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("applied V1"), "{}", stdout(&out));
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 0);
+    // DATABASE_URL alone.
+    let out = cmd(dir.path())
+        .arg("migrate")
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("up to date"), "{}", stdout(&out));
+    // --config still works, and needs only its [postgres] section.
+    let cfg = dir.path().join("db-only.toml");
+    std::fs::write(&cfg, format!("[postgres]\nurl = \"{}\"\n", db.url)).unwrap();
+    let out = cmd(dir.path())
+        .args(["--config", cfg.to_str().unwrap(), "migrate"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("up to date"), "{}", stdout(&out));
+    // Without a URL and without a config, it says what it needs.
+    if !Path::new("/etc/taskrouter-summarizer/config.toml").exists() {
+        let out = cmd(dir.path()).arg("migrate").output().unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("DATABASE_URL") && err.contains("--database-url"),
+            "{err}"
+        );
+    }
 }
