@@ -29,7 +29,10 @@ pub fn run(path: &std::path::Path) -> anyhow::Result<()> {
         });
         match checked {
             Ok(p) => problems.extend(p.into_iter().map(|p| loaded.place(p).text)),
-            Err(e) => eprintln!("warning: jobs' SQL not checked, Postgres unreachable: {e:#}"),
+            Err(e) => eprintln!(
+                "warning: jobs' SQL not checked, Postgres unreachable: {}",
+                crate::util::error_chain(e.as_ref())
+            ),
         }
     }
     if !problems.is_empty() {

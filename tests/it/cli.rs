@@ -1,7 +1,8 @@
 //! The first commands an operator runs: `check-config` changes nothing and names every
-//! problem with its place, and `migrate` needs only a database URL.
+//! problem with its place, `migrate` needs only a database URL, and every error says
+//! each of its causes once.
 
-use crate::harness::{bin, TestDb};
+use crate::harness::{admin_url, bin, free_port, TestDb};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -137,4 +138,54 @@ async fn migrate_needs_only_a_database_url() {
             "{err}"
         );
     }
+}
+
+/// `needle` appears exactly once in `haystack`.
+fn once(haystack: &str, needle: &str) {
+    assert_eq!(
+        haystack.matches(needle).count(),
+        1,
+        "`{needle}` is not said exactly once in:\n{haystack}"
+    );
+}
+
+#[test]
+fn errors_say_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A config file that is not there.
+    let missing = dir.path().join("missing.toml");
+    for command in ["serve", "check-config"] {
+        let out = cmd(dir.path())
+            .args(["--config", missing.to_str().unwrap(), command])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        once(&err, "No such file or directory");
+        once(&err, "cannot read config file");
+    }
+
+    // A database server that does not answer.
+    let url = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
+    let out = cmd(dir.path())
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    once(&err, "Connection refused");
+    once(&err, "error connecting to server");
+
+    // A database that does not exist on a server that does.
+    let mut url = url::Url::parse(&admin_url()).unwrap();
+    url.set_path("/trs_no_such_database");
+    let out = cmd(dir.path())
+        .args(["migrate", "--database-url", url.as_str()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    once(&err, "\"trs_no_such_database\" does not exist");
+    assert!(!err.contains("db error"), "{err}");
+    assert!(!err.contains("Error occurred while creating"), "{err}");
 }
