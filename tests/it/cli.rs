@@ -189,3 +189,27 @@ fn errors_say_each_cause_once() {
     assert!(!err.contains("db error"), "{err}");
     assert!(!err.contains("Error occurred while creating"), "{err}");
 }
+
+/// Each `Documentation=` of the systemd unit is a file of the repository at the path the
+/// package installs it to (`/usr/share/doc/taskrouter-summarizer/` + its path here).
+#[test]
+fn the_units_documentation_is_what_the_package_installs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("systemd/taskrouter-summarizer.service"))
+        .expect("the unit");
+    let urls: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Documentation="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert!(urls.contains(&"file:///usr/share/doc/taskrouter-summarizer/README.md"));
+    for url in urls {
+        let rel = url
+            .strip_prefix("file:///usr/share/doc/taskrouter-summarizer/")
+            .unwrap_or_else(|| panic!("{url} is not under the package's doc directory"));
+        assert!(
+            root.join(rel).is_file(),
+            "{url}: no {rel} in the repository"
+        );
+    }
+}
