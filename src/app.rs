@@ -40,7 +40,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    cfg.check_queue_path().map_err(anyhow::Error::msg)?;
+    cfg.prepare_queue_dir().map_err(anyhow::Error::msg)?;
     let queue = Queue::open(
         &cfg.queue.path,
         cfg.queue.cache_mb,

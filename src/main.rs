@@ -9,7 +9,11 @@ fn main() -> std::process::ExitCode {
     match cli::run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once, even where a library's message repeats its source.
+            eprintln!(
+                "error: {}",
+                taskrouter_summarizer::util::error_chain(e.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }

@@ -21,12 +21,14 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{watch, Notify};
 
+/// The Display of each variant says its cause, and no variant has a `source()`: printed
+/// as a chain (`{:#}`, [`crate::util::error_chain`]) the cause would be said twice.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("cannot open the queue at {path}: {source} (is another instance using it?)")]
-    Open { path: PathBuf, source: sled::Error },
+    #[error("cannot open the queue at {path}: {error} (is another instance using it?)")]
+    Open { path: PathBuf, error: sled::Error },
     #[error("queue write failed: {0}")]
-    Write(#[from] sled::Error),
+    Write(sled::Error),
     #[error("queue flush to disk failed: {0}")]
     Flush(String),
     #[error("queue backlog is at its limit ({0} entries); try again later")]
@@ -37,6 +39,12 @@ pub enum QueueError {
     Reopening,
     #[error("queue entry {0} is corrupt: {1}")]
     Corrupt(u64, String),
+}
+
+impl From<sled::Error> for QueueError {
+    fn from(e: sled::Error) -> Self {
+        QueueError::Write(e)
+    }
 }
 
 /// Where an entry currently lives.
@@ -94,9 +102,9 @@ struct Trees {
 
 impl Trees {
     fn open(path: &Path, cache_mb: u64) -> Result<Trees, QueueError> {
-        let open_err = |source| QueueError::Open {
+        let open_err = |error| QueueError::Open {
             path: path.to_owned(),
-            source,
+            error,
         };
         let db = sled::Config::new()
             .path(path)

@@ -8,18 +8,18 @@ pub fn now_ms() -> i64 {
 
 /// `e` followed by each of its causes (`a: b: c`): libraries such as reqwest and
 /// tokio-postgres put the useful part ("connection refused") in a cause, not in the
-/// top-level message. A cause whose text repeats the previous one is left out.
+/// top-level message. A cause whose text is already said is left out: many errors
+/// (tokio-postgres', io's, ours) repeat their source in their own message, and each
+/// cause must be said once.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
-    let mut last = out.clone();
     let mut src = e.source();
     while let Some(inner) = src {
         let text = inner.to_string();
-        if text != last && !out.ends_with(&text) {
+        if !text.is_empty() && !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }
-        last = text;
         src = inner.source();
     }
     out
@@ -59,6 +59,9 @@ mod tests {
         assert_eq!(error_chain(&e), "outer: connection refused");
         let plain = std::io::Error::other("x");
         assert_eq!(error_chain(&plain), "x");
+        // A cause its parent already says is not said again.
+        let e = Outer(std::io::Error::other("outer"));
+        assert_eq!(error_chain(&e), "outer");
         assert!(now_ms() > 1_700_000_000_000);
     }
 }

@@ -1,16 +1,68 @@
 //! `migrate`, `backfill` and `rebuild`: the database side of the commands.
 
-use super::{progress_bar, shutdown_signal};
+use super::{init_logging, progress_bar, runtime, shutdown_signal, DEFAULT_CONFIG};
 use crate::apply::store;
-use crate::config::Config;
+use crate::config::{self, Config, ConfigError, Secret};
 use anyhow::{bail, Context};
+use std::path::Path;
 
-/// `migrate`: applies the embedded migrations (idempotent).
-pub async fn migrate(cfg: &Config) -> anyhow::Result<()> {
-    let pool = store::pool(&cfg.postgres)?;
+/// `migrate`: needs only a database. The URL comes from `--database-url` or
+/// `DATABASE_URL`; the config (`--config`, or the default one when there is no URL) is
+/// read for its `[postgres]` section alone, so a config without Twilio settings, or
+/// with problems elsewhere, does not stop a migration.
+pub fn migrate_command(config: Option<&Path>, url: Option<String>) -> anyhow::Result<()> {
+    let url = url.filter(|u| !u.is_empty());
+    let config = match (config, &url) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) if Path::new(DEFAULT_CONFIG).exists() => Some(Path::new(DEFAULT_CONFIG)),
+        (None, None) => bail!(
+            "migrate needs a database URL: set DATABASE_URL, pass --database-url, or \
+             name a config with [postgres] url (--config; there is none at {DEFAULT_CONFIG})"
+        ),
+    };
+    let postgres = match config {
+        None => {
+            init_logging(None);
+            config::Postgres {
+                url: Secret::new(url.unwrap_or_default()),
+                ..config::Postgres::default()
+            }
+        }
+        Some(path) => {
+            let loaded = Config::load_all(path)?;
+            let problems: Vec<String> = loaded
+                .problems
+                .into_iter()
+                .filter(|p| p.key == "postgres" || p.key.starts_with("postgres."))
+                // A URL given on the command line stands for the file's.
+                .filter(|p| url.is_none() || p.key != "postgres.url")
+                .map(|p| p.text)
+                .collect();
+            if !problems.is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    problems,
+                }
+                .into());
+            }
+            init_logging(Some(&loaded.config));
+            let mut postgres = loaded.config.postgres;
+            if let Some(u) = url {
+                postgres.url = Secret::new(u);
+            }
+            postgres
+        }
+    };
+    runtime()?.block_on(migrate(&postgres))
+}
+
+/// Applies the embedded migrations (idempotent).
+async fn migrate(postgres: &config::Postgres) -> anyhow::Result<()> {
+    let pool = store::pool(postgres)?;
     let applied = store::migrate(&pool)
         .await
-        .with_context(|| format!("migrating {}", cfg.postgres_url_redacted()))?;
+        .with_context(|| format!("migrating {}", config::redact_url(postgres.url.expose())))?;
     if applied.is_empty() {
         println!("database is up to date");
     } else {

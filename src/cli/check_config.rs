@@ -1,17 +1,18 @@
-//! `check-config`: every problem of the config file, named by key, and where the admin
-//! side would answer without a token.
+//! `check-config`: every problem of the config file, named by key (with its line and
+//! column when it is in the file), and where the admin side would answer without a
+//! token. It changes nothing on disk: systemd runs it before every start.
 
 use super::runtime;
 use crate::apply::store;
 use crate::config::{Config, ConfigError};
 use crate::publish::jobs;
-use anyhow::bail;
 
 pub fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let cfg = Config::load_unchecked(path)?;
-    let mut problems = cfg.problems();
+    let loaded = Config::load_all(path)?;
+    let cfg = &loaded.config;
+    let mut problems: Vec<String> = loaded.problems.iter().map(|p| p.text.clone()).collect();
     if let Err(p) = cfg.check_queue_path() {
-        problems.push(p);
+        problems.push(loaded.place(p).text);
     }
     if problems.is_empty() && !cfg.jobs.is_empty() {
         // Jobs' SQL is checked against the database itself. An unreachable database is
@@ -27,12 +28,19 @@ pub fn run(path: &std::path::Path) -> anyhow::Result<()> {
             .map_err(anyhow::Error::from)
         });
         match checked {
-            Ok(p) => problems.extend(p),
-            Err(e) => eprintln!("warning: jobs' SQL not checked, Postgres unreachable: {e:#}"),
+            Ok(p) => problems.extend(p.into_iter().map(|p| loaded.place(p).text)),
+            Err(e) => eprintln!(
+                "warning: jobs' SQL not checked, Postgres unreachable: {}",
+                crate::util::error_chain(e.as_ref())
+            ),
         }
     }
     if !problems.is_empty() {
-        bail!("{}", ConfigError::Invalid(problems));
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        }
+        .into());
     }
     for w in cfg.exposure_warnings() {
         eprintln!("warning: {w}");

@@ -14,28 +14,34 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// Where the config is when `--config` and `TASKROUTER_SUMMARIZER_CONFIG` name none.
+pub const DEFAULT_CONFIG: &str = "/etc/taskrouter-summarizer/config.toml";
+
 #[derive(Parser)]
 #[command(
     version,
     about = "Durable ingest of Twilio TaskRouter event callbacks, summarized into Postgres"
 )]
 pub struct Cli {
-    /// Config file (TOML).
-    #[arg(
-        long,
-        global = true,
-        env = "TASKROUTER_SUMMARIZER_CONFIG",
-        default_value = "/etc/taskrouter-summarizer/config.toml"
-    )]
-    pub config: PathBuf,
+    /// Config file (TOML) [default: /etc/taskrouter-summarizer/config.toml]
+    // No clap default: `migrate` tells a path given from the default one, which it
+    // does not need when it has a database URL.
+    #[arg(long, global = true, env = "TASKROUTER_SUMMARIZER_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Apply the embedded database migrations (idempotent).
-    Migrate,
+    /// Apply the embedded database migrations (idempotent). Needs only a database URL;
+    /// with one, no config file is read unless --config names it.
+    Migrate {
+        /// The Postgres URL (wins over the config's postgres.url).
+        // Never shown in --help: the URL may hold a password.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
     /// Run the service in the foreground until SIGTERM or SIGINT.
     Serve,
     /// Validate the config and say exactly what is wrong.
@@ -185,8 +191,16 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs one command to its end.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let config_path = || {
+        cli.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    };
     match cli.command {
-        Command::CheckConfig => return check_config::run(&cli.config),
+        Command::CheckConfig => return check_config::run(&config_path()),
+        Command::Migrate { database_url } => {
+            return backfill::migrate_command(cli.config.as_deref(), database_url)
+        }
         Command::Demo { port, sim } => {
             init_logging(None);
             return simulate::demo(port, sim);
@@ -199,13 +213,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => return simulate::simulate(url, auth_token, public_url, sim),
         _ => {}
     }
-    let cfg = Config::load(&cli.config)?;
+    let cfg = Config::load(&config_path())?;
     init_logging(Some(&cfg));
     match cli.command {
-        Command::CheckConfig | Command::Demo { .. } | Command::Simulate { .. } => {
+        Command::CheckConfig
+        | Command::Migrate { .. }
+        | Command::Demo { .. }
+        | Command::Simulate { .. } => {
             unreachable!("handled above")
         }
-        Command::Migrate => runtime()?.block_on(backfill::migrate(&cfg)),
         Command::Serve => runtime()?.block_on(async {
             let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
                 .await

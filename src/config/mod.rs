@@ -4,6 +4,7 @@
 //! [`Secret`] and never printed.
 
 pub mod job_sql;
+mod load;
 mod validate;
 
 use serde::Deserialize;
@@ -421,64 +422,185 @@ impl Default for Log {
     }
 }
 
-/// Why the configuration cannot be used. Each problem names its key.
+/// Why the configuration cannot be used. Each problem names its key, and its line and
+/// column when it is in the file.
+///
+/// The Display of each variant says its cause, and no variant has a `source()`: printed
+/// as a chain (`{:#}`, [`crate::util::error_chain`]) a cause would be said twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config has {} problem(s):\n  - {}", .0.len(), .0.join("\n  - "))]
-    Invalid(Vec<String>),
+    #[error(
+        "config {path} has {n} problem(s):\n  - {list}",
+        n = .problems.len(),
+        list = .problems.join("\n  - ")
+    )]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+/// A problem of the config, as printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key it concerns (`queue.workers`, `jobs[daily].sql`); empty when it concerns
+    /// no key (a syntax error).
+    pub key: String,
+    /// `path:line:column: ...` when the key is in the file, else the message alone.
+    pub text: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A config file read as far as it could be.
+pub struct Loaded {
+    /// What could be made of the file (the items in error left out), with the
+    /// environment applied.
+    pub config: Config,
+    /// Every problem, in the order of the file, then those with no place in it: of the
+    /// file (unknown keys, values of the wrong type) and of the values
+    /// (`Config::problems`).
+    pub problems: Vec<Problem>,
+    path: PathBuf,
+    src: load::Source,
+    /// Keys whose value came from the environment, not from the file.
+    from_env: Vec<&'static str>,
+}
+
+impl Loaded {
+    /// A problem found by a later check (`key: message`), placed in the file like the
+    /// others when its key is there.
+    pub fn place(&self, problem: String) -> Problem {
+        self.place_at(problem).1
+    }
+
+    fn place_at(&self, problem: String) -> (Option<usize>, Problem) {
+        let key = load::problem_key(&problem).unwrap_or_default().to_owned();
+        // A value from the environment is not the one in the file: no line for it.
+        let at = if self.from_env.contains(&key.as_str()) {
+            None
+        } else {
+            self.src.locate_problem(&problem)
+        };
+        (at, self.problem(key, at, problem))
+    }
+
+    fn problem(&self, key: String, at: Option<usize>, message: String) -> Problem {
+        let text = match at {
+            Some(at) => {
+                let (line, col) = self.src.line_col(at);
+                format!("{}:{line}:{col}: {message}", self.path.display())
+            }
+            None => message,
+        };
+        Problem { key, text }
+    }
 }
 
 impl Config {
     /// Reads the file, applies environment overrides, and validates (without touching
-    /// the filesystem beyond reading the file; see [`Config::check_queue_path`]).
+    /// the filesystem beyond reading the file; see [`Config::check_queue_path`]). Every
+    /// problem is in the error, each with its line and column when it is in the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let cfg = Config::load_unchecked(path)?;
-        let problems = cfg.problems();
-        if problems.is_empty() {
-            Ok(cfg)
+        let loaded = Config::load_all(path)?;
+        if loaded.problems.is_empty() {
+            Ok(loaded.config)
         } else {
-            Err(ConfigError::Invalid(problems))
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: loaded.problems.into_iter().map(|p| p.text).collect(),
+            })
         }
     }
 
-    /// Reads and parses the file and applies the environment, without validating values.
-    pub fn load_unchecked(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    /// Reads the file as far as it can and returns what it made of it with every
+    /// problem, for callers that check more (`check-config`) or less (`migrate` needs
+    /// only `[postgres]`). An error when the file cannot be read, or nothing can be made
+    /// of it (a TOML syntax error).
+    pub fn load_all(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
-        let mut cfg = Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+        let (cfg, found, src) = load::read(&text);
+        let made = cfg.is_some();
+        let mut loaded = Loaded {
+            // Unused when nothing could be made of the file: the error below says why.
+            config: cfg.unwrap_or_else(|| Config::from_toml("").expect("the defaults")),
+            problems: Vec::new(),
             path: path.to_owned(),
-            message,
-        })?;
-        cfg.apply_env(|k| std::env::var(k).ok());
-        Ok(cfg)
+            src,
+            from_env: Vec::new(),
+        };
+        let mut placed: Vec<(Option<usize>, Problem)> = found
+            .into_iter()
+            .map(|f| (f.at, loaded.problem(f.key, f.at, f.message)))
+            .collect();
+        if !made {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: placed.into_iter().map(|(_, p)| p.text).collect(),
+            });
+        }
+        loaded.from_env = loaded.config.apply_env(|k| std::env::var(k).ok());
+        for p in loaded.config.problems() {
+            let p = loaded.src.renumber(p);
+            if !loaded.src.already_reported(&p) {
+                placed.push(loaded.place_at(p));
+            }
+        }
+        // Top to bottom, as the file reads; those with no place in it last.
+        placed.sort_by_key(|(at, _)| at.unwrap_or(usize::MAX));
+        loaded.problems = placed.into_iter().map(|(_, p)| p).collect();
+        Ok(loaded)
     }
 
+    /// Parses a config from TOML text (no environment, no validation of the values):
+    /// an error naming every problem of the text, each with its line and column.
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        // toml's messages name the key and line; they never echo secret values beyond
-        // the offending token, and we strip the source snippet to be sure.
-        toml::from_str(text).map_err(|e| e.message().to_owned())
+        let (cfg, found, src) = load::read(text);
+        match cfg {
+            Some(cfg) if found.is_empty() => Ok(cfg),
+            _ => Err(found
+                .into_iter()
+                .map(|f| match f.at {
+                    Some(at) => {
+                        let (line, col) = src.line_col(at);
+                        format!("{line}:{col}: {}", f.message)
+                    }
+                    None => f.message,
+                })
+                .collect::<Vec<_>>()
+                .join("\n")),
+        }
     }
 
-    /// `DATABASE_URL` and `TWILIO_AUTH_TOKEN` override the file when set and non-empty.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+    /// `DATABASE_URL`, `TWILIO_AUTH_TOKEN` and `TRS_ADMIN_TOKEN` override the file when
+    /// set and non-empty. Returns the keys they set.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Vec<&'static str> {
+        let mut set = Vec::new();
         if let Some(v) = get("DATABASE_URL").filter(|v| !v.is_empty()) {
             self.postgres.url = Secret::new(v);
+            set.push("postgres.url");
         }
         if let Some(v) = get("TWILIO_AUTH_TOKEN").filter(|v| !v.is_empty()) {
             self.twilio.auth_token = Secret::new(v);
+            set.push("twilio.auth_token");
         }
         if let Some(v) = get("TRS_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
             self.server.admin_token = Secret::new(v);
+            set.push("server.admin_token");
         }
+        set
     }
 
     /// Twilio's REST APIs can be called: an account and an auth token or API key.
@@ -492,8 +614,63 @@ impl Config {
         !self.twilio.workspace_sid.is_empty() && self.has_credentials()
     }
 
-    /// Checks that the queue directory exists or can be created, and is writable.
+    /// Whether the queue directory is usable, without changing anything on disk (this is
+    /// `check-config`'s check, which must not create what it checks): it exists and is
+    /// writable, or its nearest existing parent is a writable directory, so `serve` can
+    /// create it. Permissions are those of this process (its effective user): run as
+    /// root, only a read-only filesystem fails.
     pub fn check_queue_path(&self) -> Result<(), String> {
+        let path = &self.queue.path;
+        let show = path.display();
+        // The nearest existing ancestor: `path` itself when it exists.
+        let mut existing = path.as_path();
+        let meta = loop {
+            let probe = if existing.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                existing
+            };
+            match std::fs::metadata(probe) {
+                Ok(m) => break m,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    match existing.parent() {
+                        Some(p) => existing = p,
+                        None => return Err(format!("queue.path: cannot check {show}: {e}")),
+                    }
+                }
+                Err(e) => return Err(format!("queue.path: cannot check {show}: {e}")),
+            }
+        };
+        let shown = if existing.as_os_str().is_empty() {
+            Path::new(".").display()
+        } else {
+            existing.display()
+        };
+        if existing == path.as_path() {
+            if !meta.is_dir() {
+                return Err(format!("queue.path: {show} is not a directory"));
+            }
+            return writable_dir(existing)
+                .map_err(|e| format!("queue.path: {show} is not writable ({e})"));
+        }
+        if !meta.is_dir() {
+            return Err(format!(
+                "queue.path: {show} cannot be created: {shown} is not a directory"
+            ));
+        }
+        writable_dir(existing).map_err(|e| {
+            format!("queue.path: {show} does not exist and cannot be created: {shown} is not writable ({e})")
+        })
+    }
+
+    /// Creates the queue directory if needed and proves it writable (`serve`, before
+    /// opening the queue: a clear message instead of sled's).
+    pub fn prepare_queue_dir(&self) -> Result<(), String> {
         let path = &self.queue.path;
         std::fs::create_dir_all(path)
             .map_err(|e| format!("queue.path: cannot create {}: {e}", path.display()))?;
@@ -507,6 +684,43 @@ impl Config {
     /// The Postgres URL with any password removed, for messages.
     pub fn postgres_url_redacted(&self) -> String {
         redact_url(self.postgres.url.expose())
+    }
+}
+
+/// A directory this process could create entries in (write and search permission), asked
+/// of the kernel (`faccessat` with the effective ids) instead of tried.
+#[cfg(unix)]
+fn writable_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("the path holds a NUL byte"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let r = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn writable_dir(dir: &Path) -> std::io::Result<()> {
+    if std::fs::metadata(dir)?.permissions().readonly() {
+        Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+    } else {
+        Ok(())
     }
 }
 
@@ -689,10 +903,53 @@ timezone = "Mars/Olympus"
     }
 
     #[test]
-    fn queue_path_check_reports_unwritable() {
+    fn queue_path_check_reports_unusable_paths_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
         let mut c = Config::from_toml(GOOD).unwrap();
-        c.queue.path = PathBuf::from("/proc/definitely/not/here");
+        // Missing, under a writable directory: usable, and still missing afterwards.
+        c.queue.path = dir.path().join("a/b/queue");
+        assert_eq!(c.check_queue_path(), Ok(()));
+        assert!(!dir.path().join("a").exists());
+        // Existing directory.
+        c.queue.path = dir.path().to_owned();
+        assert_eq!(c.check_queue_path(), Ok(()));
+        // Under a file (unusable even for root).
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        c.queue.path = file.join("queue");
         let e = c.check_queue_path().unwrap_err();
-        assert!(e.starts_with("queue.path:"), "{e}");
+        assert!(
+            e.starts_with("queue.path:") && e.contains("is not a directory"),
+            "{e}"
+        );
+        c.queue.path = file.clone();
+        let e = c.check_queue_path().unwrap_err();
+        assert!(e.contains("is not a directory"), "{e}");
+        // A relative path is checked from the working directory.
+        c.queue.path = PathBuf::from("no-such-queue-dir-here");
+        assert_eq!(c.check_queue_path(), Ok(()));
+        assert!(!c.queue.path.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn queue_path_check_reports_a_read_only_parent() {
+        use std::os::unix::fs::PermissionsExt;
+        // root passes any permission check: nothing to see there.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let mut c = Config::from_toml(GOOD).unwrap();
+        c.queue.path = ro.join("queue");
+        let e = c.check_queue_path().unwrap_err();
+        assert!(e.contains("cannot be created"), "{e}");
+        c.queue.path = ro.clone();
+        assert!(c.check_queue_path().unwrap_err().contains("not writable"));
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }

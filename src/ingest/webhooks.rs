@@ -231,12 +231,9 @@ async fn form_webhook(st: &Shared, req: Request, kind: Kind) -> Response {
     match st.queue.append_durable(&cb).await {
         Ok(_) => {
             count(&st.metrics, Outcome::Accepted(1));
-            // Twilio asks for 204 with a JSON content type.
-            (
-                StatusCode::NO_CONTENT,
-                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            )
-                .into_response()
+            // A 204 has no content, so no Content-Type either: one would describe a body
+            // that is not there. Twilio reads only the status.
+            StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => unavailable(st, e),
     }

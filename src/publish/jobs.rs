@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 
+/// Each variant's Display says its cause and none has a `source()` (see `StoreError`).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("query returned more than {0} rows (max_rows)")]
     TooManyRows(usize),
@@ -38,7 +39,13 @@ pub enum JobError {
     #[error("{0}")]
     Shape(String),
     #[error("Sync: {0}")]
-    Sync(#[from] crate::twilio::TwilioError),
+    Sync(crate::twilio::TwilioError),
+}
+
+impl From<crate::twilio::TwilioError> for JobError {
+    fn from(e: crate::twilio::TwilioError) -> Self {
+        JobError::Sync(e)
+    }
 }
 
 impl From<tokio_postgres::Error> for JobError {

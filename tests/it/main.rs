@@ -5,6 +5,7 @@ mod agents;
 mod backfill;
 mod browser;
 mod callbacks;
+mod cli;
 mod conformance;
 mod conversations;
 mod crash;

@@ -28,24 +28,47 @@ mod embedded {
     refinery::embed_migrations!("sql");
 }
 
+/// The Display of each variant says its cause (for Postgres errors, the server's own
+/// message, see [`describe`]), and no variant has a `source()`: printed as a chain
+/// (`{:#}`, [`crate::util::error_chain`]), the cause would be said twice, and
+/// tokio-postgres' and deadpool's own layers add only "db error" and "Error occurred
+/// while creating a new object". Hence the hand-written `From`s below.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot get a Postgres connection: {}", describe_pool(.0))]
-    Pool(#[from] deadpool_postgres::PoolError),
+    Pool(deadpool_postgres::PoolError),
     #[error("Postgres: {}", describe(.0))]
-    Db(#[from] tokio_postgres::Error),
+    Db(tokio_postgres::Error),
     #[error("invalid Postgres configuration: {0}")]
     Config(String),
     #[error("migration failed: {0}")]
     Migrate(String),
     #[error("cannot encode a row: {0}")]
-    Encode(#[from] serde_json::Error),
+    Encode(serde_json::Error),
     #[error("Postgres did not answer within {0} s")]
     Timeout(u64),
 }
 
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Pool(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Encode(e)
+    }
+}
+
 /// tokio-postgres' Display says only "db error"; operators need the server's message.
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut s = format!("{} ({})", db.message(), db.code().code());

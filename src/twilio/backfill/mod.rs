@@ -56,9 +56,11 @@ pub enum BackfillError {
     Twilio(#[from] TwilioError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("Postgres: {0}")]
-    Db(#[from] tokio_postgres::Error),
-    #[error("queue: {0}")]
+    // tokio-postgres says only "db error": the server's message, and no `source()` that
+    // would repeat it (see `StoreError`).
+    #[error("Postgres: {}", crate::apply::store::describe(.0))]
+    Db(tokio_postgres::Error),
+    #[error(transparent)]
     Queue(#[from] QueueError),
     #[error("{0}")]
     Invalid(String),
@@ -70,6 +72,12 @@ pub enum BackfillError {
     RepeatedPage { at: DateTime<Utc>, url: String },
     #[error("stopped")]
     Stopped,
+}
+
+impl From<tokio_postgres::Error> for BackfillError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        BackfillError::Db(e)
+    }
 }
 
 /// Where fetched events go.
