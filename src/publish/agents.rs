@@ -192,6 +192,38 @@ pub async fn windows(
     Ok(out)
 }
 
+/// Seconds per activity name in the closed activity intervals (those a
+/// `worker.activity.update` ended) that overlap `[from, to)`, cut at `from`, per worker
+/// sid; names as in [`windows`]. Unlike `seconds_by_activity` of [`agents`] it leaves out
+/// each worker's current activity, so it does not grow while nothing happens: it is what
+/// `workerStats` publishes, the current activity's time being `activity_since` to now.
+/// (An interval is not cut at `to` either: one that ends a little after it, by a clock
+/// ahead of ours, would otherwise make the sum grow every second until it ends.)
+pub async fn closed_activity_seconds(
+    pool: &Pool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<HashMap<String, BTreeMap<String, f64>>, StoreError> {
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT worker_sid, coalesce(activity_name, activity_sid, '(unknown)'), \
+               sum(extract(epoch from ended_at - greatest(started_at, $1)))::float8 \
+             FROM worker_activities \
+             WHERE ended_at > $1 AND started_at < $2 AND ended_at > started_at \
+             GROUP BY 1, 2",
+        )
+        .await?;
+    let mut out: HashMap<String, BTreeMap<String, f64>> = HashMap::new();
+    for r in client.query(&stmt, &[&from, &to]).await? {
+        let secs: f64 = r.get(2);
+        out.entry(r.get(0))
+            .or_default()
+            .insert(r.get(1), (secs * 1000.0).round() / 1000.0);
+    }
+    Ok(out)
+}
+
 /// Worker names by sid (deleted workers too: reports name them).
 pub async fn names(pool: &Pool) -> Result<HashMap<String, String>, StoreError> {
     let client = pool.get().await?;
@@ -215,6 +247,11 @@ pub struct AgentTask {
     pub queue: Option<String>,
     pub status: Option<String>,
     pub age_seconds: Option<i64>,
+    /// When the task was created (`age_seconds` is `now` minus this). Not in
+    /// `/api/agents`; the `workerStats` Sync map publishes it instead of the age, which
+    /// would change every second.
+    #[serde(skip)]
+    pub created: Option<DateTime<Utc>>,
 }
 
 /// A worker's day so far, in the configured time zone.
@@ -285,6 +322,7 @@ pub async fn agents(
             queue: r.get(3),
             status: r.get(4),
             age_seconds: created.map(|c| (now - c).num_seconds().max(0)),
+            created,
         });
     }
     Ok(workers
