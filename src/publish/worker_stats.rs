@@ -424,10 +424,10 @@ impl WorkerStats {
     async fn current(&mut self) -> Result<BTreeMap<String, Value>, StoreError> {
         let now = Utc::now();
         let day = start_of_today(&self.settings.timezone, now);
-        let (workers, closed) = tokio::try_join!(
-            agents::agents(&self.pool, day, now, &self.settings.available_override),
-            agents::closed_activity_seconds(&self.pool, day, now),
-        )?;
+        // One after the other: agents() already holds two pooled connections at once.
+        let workers =
+            agents::agents(&self.pool, day, now, &self.settings.available_override).await?;
+        let closed = agents::closed_activity_seconds(&self.pool, day, now).await?;
         let mut out = BTreeMap::new();
         for a in &workers {
             let key = sync_size::bound(&a.sid, MAX_KEY_CHARS).into_owned();
