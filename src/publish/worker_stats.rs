@@ -218,9 +218,9 @@ impl Planner {
         }
     }
 
-    /// Takes what the map holds (read back) for the items we have not written since.
-    /// `updated` is each item's `date_updated`, from which its age is taken (for the TTL);
-    /// without one, it is taken as due for renewal.
+    /// Takes what the map holds (`found`, read back) for the items we have not written
+    /// since. An item's age (for the TTL) is taken from its `date_updated`; without one
+    /// it is taken as due for renewal.
     pub fn adopt(&mut self, found: Vec<SyncMapItem>, now_utc: DateTime<Utc>, now: Instant) {
         for f in found {
             let Some(key) = f.key else { continue };
