@@ -1,9 +1,9 @@
 //! Composition: opens the queue, builds the Postgres pool, and runs every stage until
 //! the shutdown future resolves: the HTTP listeners (public, and admin when configured),
 //! the group-commit flusher, the dispatcher and its workers, the message-metric
-//! refresher, the live summaries, and, as configured, the Sync publisher, user jobs,
-//! the TaskRouter REST sync and reconciliation, the Conversations fetch, retention, the
-//! heartbeat and the catch-up backfill.
+//! refresher, the live summaries, and, as configured, the Sync publisher (and its
+//! `workerStats` map), user jobs, the TaskRouter REST sync and reconciliation, the
+//! Conversations fetch, retention, the heartbeat and the catch-up backfill.
 //!
 //! Shutdown order keeps every promise: stop accepting; let in-flight requests finish
 //! (their appends are flushed by the still-running flusher, so each 204 sent is
@@ -18,6 +18,7 @@ use crate::maintenance::retention;
 use crate::metrics::Metrics;
 use crate::publish::jobs;
 use crate::publish::live;
+use crate::publish::worker_stats::{self, WorkerStats};
 use crate::publish::{self, sync_writer, Publisher, SyncWriter};
 use crate::queue::Queue;
 use crate::twilio::backfill::{self, Backfill, Sink};
@@ -108,6 +109,21 @@ pub async fn run(
             "publisher",
             p.run(hub.latest.subscribe(), pipeline_stop.clone()),
         ));
+        if cfg.publish.worker_stats {
+            // Its own task on the publisher's ticks, writing only while this instance
+            // holds the publisher lock: a slow or rate-limited map never delays the
+            // summaries.
+            let w = WorkerStats::new(
+                worker_stats::Settings::from_config(&cfg),
+                store.pool().clone(),
+                twilio.clone(),
+                metrics.clone(),
+            );
+            background.push(stage(
+                "worker-stats",
+                w.run(hub.latest.subscribe(), pipeline_stop.clone()),
+            ));
+        }
         background.extend(jobs::spawn_all(
             &jobs::Settings::from_config(&cfg),
             store.pool().clone(),

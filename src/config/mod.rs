@@ -368,6 +368,10 @@ pub struct Publish {
     pub schedule: String,
     /// TTL of the Sync objects in seconds, renewed on every write; 0 = never expire.
     pub ttl_seconds: u64,
+    /// Also publish the `workerStats` map (one item per worker, for agents panels). Off
+    /// by default: it costs a query of every worker's day per tick and up to 10 Sync
+    /// writes a second.
+    pub worker_stats: bool,
 }
 
 impl Default for Publish {
@@ -375,6 +379,7 @@ impl Default for Publish {
         Publish {
             schedule: "* * * * * *".into(),
             ttl_seconds: 0,
+            worker_stats: false,
         }
     }
 }
@@ -878,6 +883,23 @@ timezone = "Mars/Olympus"
         assert!(c.exposure_warnings()[0].contains("served nowhere"));
         let c = Config::from_toml("[server]\nadmin_listen = \"\"\nadmin_token = \"t\"").unwrap();
         assert!(c.exposure_warnings().is_empty());
+    }
+
+    #[test]
+    fn worker_stats_is_off_by_default_and_needs_a_sync_service() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert!(!c.publish.worker_stats);
+        let on = format!("{GOOD}[publish]\nworker_stats = true\n");
+        let p = Config::from_toml(&on).unwrap().problems();
+        assert_eq!(
+            p,
+            ["twilio.sync_service_sid: missing (required by publish.worker_stats)"]
+        );
+        let with_sync = on.replace(
+            "[twilio]\n",
+            "[twilio]\nsync_service_sid = \"IS0123456789abcdef0123456789abcdef\"\n",
+        );
+        assert!(Config::from_toml(&with_sync).unwrap().problems().is_empty());
     }
 
     #[test]

@@ -245,6 +245,9 @@ impl Config {
                 p.push(format!("{label}.target.name: must be 1 to 256 characters"));
             }
         }
+        if self.publish.worker_stats && self.twilio.sync_service_sid.is_empty() {
+            p.push("twilio.sync_service_sid: missing (required by publish.worker_stats)".into());
+        }
         if !self.jobs.is_empty() && self.twilio.sync_service_sid.is_empty() {
             p.push("twilio.sync_service_sid: missing (required by [[jobs]])".into());
         }

@@ -215,6 +215,11 @@ pub struct AgentTask {
     pub queue: Option<String>,
     pub status: Option<String>,
     pub age_seconds: Option<i64>,
+    /// When the task was created (`age_seconds` is `now` minus this). Not in
+    /// `/api/agents`; the `workerStats` Sync map publishes it instead of the age, which
+    /// would change every second.
+    #[serde(skip)]
+    pub created: Option<DateTime<Utc>>,
 }
 
 /// A worker's day so far, in the configured time zone.
@@ -241,6 +246,10 @@ pub struct Agent {
     pub seconds_in_activity: Option<i64>,
     pub tasks: Vec<AgentTask>,
     pub today: Today,
+    /// Today's time in the activities the worker has left (the current one excluded):
+    /// what does not grow by itself, for `workerStats`. Not in `/api/agents`.
+    #[serde(skip)]
+    pub closed_seconds_by_activity: BTreeMap<String, f64>,
 }
 
 fn avg(sum: i64, n: i64) -> Option<f64> {
@@ -352,6 +361,7 @@ pub async fn agents(
             queue: r.get(3),
             status: r.get(4),
             age_seconds: created.map(|c| (now - c).num_seconds().max(0)),
+            created,
         });
     }
     Ok(workers
@@ -395,6 +405,10 @@ pub async fn agents(
                 activity_since: since
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
                 seconds_in_activity: since.map(|t| (now - t).num_seconds().max(0)),
+                closed_seconds_by_activity: match row.day_start {
+                    Some(d) if d == day_start => row.counts.seconds_by_activity.clone(),
+                    _ => BTreeMap::new(),
+                },
                 today: today(&row, &cur, day_start, now),
                 sid,
             }

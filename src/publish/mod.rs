@@ -13,6 +13,9 @@
 //! - names from callbacks are bounded where they become keys, and an object over 16 KiB
 //!   is published without the entries that push it over (see [`crate::publish::sync_size`]).
 //!
+//! The optional per-worker map `workerStats` runs beside this on the same ticks, with
+//! the same rules (see [`crate::publish::worker_stats`]).
+//!
 //! Several instances may share one database: exactly one publishes, the holder of a
 //! Postgres session advisory lock; when it dies its session ends and another instance
 //! takes the lock within [`LEADER_RETRY`].
@@ -24,6 +27,7 @@ pub mod report;
 pub mod summary;
 pub mod sync_size;
 pub mod sync_writer;
+pub mod worker_stats;
 
 use crate::config::{Config, Secret, Sla};
 use crate::metrics::Metrics;

@@ -15,7 +15,7 @@
 //!   did land is adopted instead of being appended again.
 
 use crate::backoff::Backoff;
-use crate::twilio::types::{self, SyncListItem};
+use crate::twilio::types::{self, SyncListItem, SyncMapItem};
 use crate::twilio::{segment, TwilioClient, TwilioError};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -207,6 +207,15 @@ impl SyncWriter {
         match self.client.delete(&url).await {
             Err(e) if e.status() == Some(404) => Ok(()),
             r => r,
+        }
+    }
+
+    /// Every item of a map, all pages; `None` when the map is missing.
+    pub async fn read_map(&self, map: &str) -> Result<Option<Vec<SyncMapItem>>, TwilioError> {
+        let url = self.service_url(&format!("Maps/{}/Items?PageSize={PAGE_SIZE}", segment(map)));
+        match self.client.list::<SyncMapItem>(&url).await {
+            Err(e) if e.status() == Some(404) => Ok(None),
+            r => r.map(Some),
         }
     }
 

@@ -227,6 +227,22 @@ impl Listed for SyncListItem {
     const KEY: &'static str = "items";
 }
 
+/// A Sync map item (`sync.v1.service.sync_map.sync_map_item`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SyncMapItem {
+    #[serde(default, deserialize_with = "text")]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub data: Value,
+    /// ISO 8601.
+    #[serde(default, deserialize_with = "text")]
+    pub date_updated: Option<String>,
+}
+
+impl Listed for SyncMapItem {
+    const KEY: &'static str = "items";
+}
+
 /// The body of an error answer: Twilio's code and message.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ErrorBody {

@@ -285,6 +285,11 @@ impl Options {
         self.set("publish", "ttl_seconds", secs.to_string())
     }
 
+    /// `[publish] worker_stats`: the `workerStats` map.
+    pub fn worker_stats(self, on: bool) -> Options {
+        self.set("publish", "worker_stats", on.to_string())
+    }
+
     /// `[backfill] catch_up`.
     pub fn backfill_catch_up(self, on: bool) -> Options {
         self.set("backfill", "catch_up", on.to_string())

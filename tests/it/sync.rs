@@ -573,3 +573,234 @@ async fn an_oversized_name_never_stops_publishing() {
         "nothing refused"
     );
 }
+
+fn wk(n: u32) -> String {
+    format!("WK{n:032x}")
+}
+
+/// `worker.activity.update`: worker `n` (named `agent{n}`) went from `from`, where it spent
+/// `previous_ms`, to `to` at `at_ms`.
+fn activity_update(ev: u32, n: u32, from: &str, to: &str, previous_ms: i64, at_ms: i64) -> Params {
+    Cb::worker("worker.activity.update", wk(n))
+        .ev(ev)
+        .set("WorkerName", format!("agent{n}"))
+        .set("WorkerActivitySid", format!("WA{to}"))
+        .set("WorkerActivityName", to)
+        .set("WorkerPreviousActivitySid", format!("WA{from}"))
+        .set("WorkerPreviousActivityName", from)
+        .set("WorkerTimeInPreviousActivityMs", previous_ms)
+        .at(at_ms)
+        .build()
+}
+
+/// Only Sync: no workspace, so no TaskRouter REST sync changes the workers under test.
+fn worker_stats_options(db: &TestDb, stub: &TwilioStub) -> Options {
+    Options::new(&db.url)
+        .account(AC)
+        .sync(stub, IS)
+        .timezone(&zone_where_today_is_long())
+}
+
+/// Issue 17: with `publish.worker_stats`, one `workerStats` item per worker, written when
+/// its worker changes and only then; a deleted worker's item, and an item of a worker
+/// unknown here (left from before), are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_stats_publishes_one_item_per_worker_written_only_on_change() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    // An item of a worker deleted while no instance ran.
+    let stray = wk(99);
+    let created = reqwest::Client::new()
+        .post(format!("{}/v1/Services/{IS}/Maps", stub.base_url()))
+        .basic_auth(AC, Some(AUTH_TOKEN))
+        .form(&[("UniqueName", "workerStats")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/Services/{IS}/Maps/workerStats/Items",
+            stub.base_url()
+        ))
+        .basic_auth(AC, Some(AUTH_TOKEN))
+        .form(&[
+            ("Key", stray.as_str()),
+            ("Data", "{\"activity\":\"Available\"}"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let db = TestDb::new().await;
+    let svc = Service::start(worker_stats_options(&db, &stub).worker_stats(true)).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    // Three workers logged in 10 s ago, after a minute offline.
+    for n in 1..=3 {
+        let cb = activity_update(n, n, "Offline", "Available", 60_000, now - 10_000);
+        assert_eq!(svc.post(&cb).await.unwrap(), 204);
+    }
+    let activities = |want: [(u32, &'static str); 3]| {
+        let stub = &stub;
+        let stray = stray.clone();
+        async move {
+            let items = stub.map_items(IS, "workerStats");
+            if items.contains_key(&stray) {
+                return Err("the stray item is still there".to_string());
+            }
+            if items.len() != want.len() {
+                return Err(format!("{} items: {:?}", items.len(), items.keys()));
+            }
+            for (n, activity) in want {
+                let item = items.get(&wk(n)).ok_or(format!("no item for worker {n}"))?;
+                if item["activity"] != activity {
+                    return Err(format!("worker {n}: {item}"));
+                }
+            }
+            Ok(())
+        }
+    };
+    eventually("one item per worker", Duration::from_secs(20), || {
+        activities([(1, "Available"), (2, "Available"), (3, "Available")])
+    })
+    .await;
+    let items = stub.map_items(IS, "workerStats");
+    let one = &items[&wk(1)];
+    assert_eq!(one["sid"], wk(1));
+    assert_eq!(one["name"], "agent1");
+    let since = chrono::DateTime::from_timestamp_millis(now - 10_000)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(one["activity_since"], since);
+    // What grows by itself is left out; the closed minute offline is in.
+    assert!(one.get("seconds_in_activity").is_none(), "{one}");
+    assert_eq!(one["tasks"], json!([]));
+    assert_eq!(
+        one["today"]["seconds_by_activity"],
+        json!({"Offline": 60.0})
+    );
+
+    // Worker 2 takes a break: its item changes, the others are not written.
+    let writes = |n: u32| stub.item_writes(IS, "workerStats", &wk(n));
+    let before: Vec<usize> = (1..=3).map(writes).collect();
+    assert!(before.iter().all(|w| *w >= 1), "{before:?}");
+    let t2 = chrono::Utc::now().timestamp_millis();
+    let available_ms = t2 - (now - 10_000);
+    let cb = activity_update(4, 2, "Available", "Break", available_ms, t2);
+    assert_eq!(svc.post(&cb).await.unwrap(), 204);
+    eventually("worker 2 on a break", Duration::from_secs(20), || {
+        activities([(1, "Available"), (2, "Break"), (3, "Available")])
+    })
+    .await;
+    let two = &stub.map_items(IS, "workerStats")[&wk(2)];
+    assert_eq!(
+        two["today"]["seconds_by_activity"],
+        json!({"Offline": 60.0, "Available": available_ms as f64 / 1000.0})
+    );
+    // Several publish ticks (one a second) later, nothing else was written.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after: Vec<usize> = (1..=3).map(writes).collect();
+    assert_eq!((after[0], after[2]), (before[0], before[2]), "{after:?}");
+    assert!(after[1] > before[1], "{before:?} {after:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!((1..=3).map(writes).collect::<Vec<_>>(), after);
+
+    // Worker 3 is deleted: its item goes.
+    let cb = Cb::worker("worker.deleted", wk(3))
+        .ev(5)
+        .at(chrono::Utc::now().timestamp_millis())
+        .build();
+    assert_eq!(svc.post(&cb).await.unwrap(), 204);
+    eventually(
+        "worker 3's item removed",
+        Duration::from_secs(20),
+        || async {
+            let items = stub.map_items(IS, "workerStats");
+            (items.len() == 2 && !items.contains_key(&wk(3)))
+                .then_some(())
+                .ok_or(format!("{:?}", items.keys()))
+        },
+    )
+    .await;
+    assert_eq!(writes(1), after[0]);
+}
+
+/// Issue 17: `publish.worker_stats` is off by default: no `workerStats` map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_stats_is_off_by_default() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let db = TestDb::new().await;
+    let svc = Service::start(worker_stats_options(&db, &stub)).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    for n in 1..=2 {
+        let cb = activity_update(n, n, "Offline", "Available", 60_000, now - 10_000);
+        assert_eq!(svc.post(&cb).await.unwrap(), 204);
+    }
+    // The summaries are published with both workers in them...
+    eventually(
+        "workers in the summary",
+        Duration::from_secs(20),
+        || async {
+            let d = stub.document(IS, "workspaceSummary").ok_or("no summary")?;
+            (d["total_workers"] == 2)
+                .then_some(())
+                .ok_or(format!("{}", d["total_workers"]))
+        },
+    )
+    .await;
+    // ...and a few ticks later still no map, nor any request for one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(stub.container(IS, "Maps", "workerStats").is_none());
+    let asked: Vec<String> = stub
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("workerStats"))
+        .map(|r| r.path)
+        .collect();
+    assert!(asked.is_empty(), "{asked:?}");
+}
+
+/// Issue 17 with `publish.ttl_seconds`: unchanged `workerStats` items are renewed, so
+/// neither they nor the map expire while the service runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_stats_items_do_not_expire_while_the_service_runs() {
+    let stub = TwilioStub::start(AC, AUTH_TOKEN).await;
+    let db = TestDb::new().await;
+    let opts = worker_stats_options(&db, &stub)
+        .worker_stats(true)
+        .publish_ttl(4);
+    let svc = Service::start(opts).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let cb = activity_update(1, 1, "Offline", "Available", 60_000, now - 10_000);
+    assert_eq!(svc.post(&cb).await.unwrap(), 204);
+    eventually("published", Duration::from_secs(20), || async {
+        let items = stub.map_items(IS, "workerStats");
+        items
+            .get(&wk(1))
+            .is_some_and(|i| i["activity"] == "Available")
+            .then_some(())
+            .ok_or(format!("{items:?}"))
+    })
+    .await;
+    let map_sid = stub.container(IS, "Maps", "workerStats").unwrap()["sid"].clone();
+    // Nothing changes for three TTLs: the same map and its item stay.
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let map = stub.container(IS, "Maps", "workerStats");
+        assert_eq!(map.map(|m| m["sid"].clone()), Some(map_sid.clone()));
+        assert!(stub.map_items(IS, "workerStats").contains_key(&wk(1)));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let writes: Vec<_> = stub
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/Maps/workerStats/Items"))
+        .collect();
+    // Renewed every half TTL (2 to 3 s at one tick a second), not on every tick.
+    let accepted = writes.iter().filter(|r| r.status < 300).count();
+    assert!((4..=9).contains(&accepted), "{accepted} writes");
+    for r in &writes {
+        let has = |k: &str| r.form.iter().any(|(n, v)| n == k && v == "4");
+        assert!(has("ItemTtl") && has("CollectionTtl"), "{:?}", r.form);
+    }
+}

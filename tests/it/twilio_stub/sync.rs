@@ -41,6 +41,9 @@ pub(super) struct Service {
     docs: Vec<Entry>,
     maps: Vec<SyncMap>,
     lists: Vec<SyncList>,
+    /// Accepted writes (create, update, delete) per (map unique name, item key): what a
+    /// test counts to see that unchanged items are not rewritten.
+    item_writes: HashMap<(String, String), usize>,
 }
 
 #[derive(Default)]
@@ -104,6 +107,20 @@ impl TwilioStub {
             })
         })
         .unwrap_or_default()
+    }
+
+    /// How many writes (create, update, delete) of the item `key` of the map named
+    /// `map_name` were accepted, across re-creations of the map.
+    pub fn item_writes(&self, service_sid: &str, map_name: &str, key: &str) -> usize {
+        let st = self.lock();
+        st.services
+            .get(service_sid)
+            .and_then(|s| {
+                s.item_writes
+                    .get(&(map_name.to_string(), key.to_string()))
+                    .copied()
+            })
+            .unwrap_or(0)
     }
 
     /// (index, data) for every live item of the list (looked up by unique name or sid), in
@@ -281,6 +298,7 @@ impl State {
                         map.items.insert(k.to_string(), e);
                         map.meta.renew(collection_ttl, env.now);
                         lim.record(key);
+                        count_item_write(&mut svc.item_writes, &map.meta, k);
                         Ok(Reply::json(201, body))
                     }
                     (m, ["Items", k]) => {
@@ -297,12 +315,14 @@ impl State {
                                 }
                                 map.meta.renew(collection_ttl, env.now);
                                 lim.record(key);
+                                count_item_write(&mut svc.item_writes, &map.meta, k);
                                 Ok(Reply::json(200, item_json(&env, map, &map.items[*k])))
                             }
                             "DELETE" => {
                                 lim.check(&key)?;
                                 map.items.remove(*k);
                                 lim.record(key);
+                                count_item_write(&mut svc.item_writes, &map.meta, k);
                                 Ok(Reply::empty(204))
                             }
                             _ => Err(Reply::err(405, 20004, "Method not allowed")),
@@ -539,6 +559,12 @@ impl Limiter {
     fn record(&mut self, key: String) {
         self.0.entry(key).or_default().push_back(Instant::now());
     }
+}
+
+/// Counts an accepted write of item `key` of the map `meta` (by its unique name, else sid).
+fn count_item_write(counts: &mut HashMap<(String, String), usize>, meta: &Entry, key: &str) {
+    let map = meta.name.clone().unwrap_or_else(|| meta.sid.clone());
+    *counts.entry((map, key.to_string())).or_default() += 1;
 }
 
 /// Parses `Data`: None when absent; 400/54006 over 16 KiB, 400/54001 when not JSON.
@@ -857,6 +883,9 @@ mod tests {
         assert_eq!(stub.map_items(IS, &map_sid).len(), 2);
         assert_eq!(stub.delete(&format!("{ITEMS}/WK1")).await.status, 204);
         assert!(!stub.map_items(IS, "agents").contains_key("WK1"));
+        // Accepted writes only: the create, the update, the delete (not the 409).
+        assert_eq!(stub.item_writes(IS, "agents", "WK1"), 3);
+        assert_eq!(stub.item_writes(IS, "agents", "WK9"), 0);
         assert!(stub.map_items(IS, "nomap").is_empty());
     }
 
