@@ -33,6 +33,8 @@ ready || { log "Postgres does not answer on 127.0.0.1:5432"; exit 1; }
 url="postgres://postgres@127.0.0.1:5432/postgres"
 if ! psql "$url" -qAtc 'select 1' >/dev/null 2>&1; then
   pw="trs-local-$(hostname | md5sum | cut -c1-12)"
+  log "the postgres role cannot log in over TCP without a password: setting one"
+  log "(ALTER ROLE postgres PASSWORD 'trs-local-…', derived from this host's name, for the tests)"
   (cd / && $SUDO -u postgres psql -qAtc "ALTER ROLE postgres PASSWORD '$pw'" >&2 2>/dev/null) \
     || (cd / && runuser -u postgres -- psql -qAtc "ALTER ROLE postgres PASSWORD '$pw'" >&2)
   url="postgres://postgres:$pw@127.0.0.1:5432/postgres"
