@@ -74,11 +74,13 @@ impl Drop for Nginx {
     }
 }
 
-const ADMIN_PATHS: [&str; 6] = [
+const ADMIN_PATHS: [&str; 8] = [
     "/dashboard",
     "/dashboard/events",
     "/api/summary",
     "/api/wallboard",
+    "/api/agents",
+    "/api/reports/intervals",
     "/metrics",
     "/readyz",
 ];
