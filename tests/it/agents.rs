@@ -58,6 +58,22 @@ async fn wait_rollups(db: &TestDb) {
     panic!("rollups never caught up");
 }
 
+/// GETs an admin path with a query and decodes its JSON answer.
+async fn get_json<T: serde::de::DeserializeOwned, Q: serde::Serialize + ?Sized>(
+    svc: &Service,
+    path: &str,
+    query: &Q,
+) -> T {
+    let r = svc
+        .admin_get(path)
+        .query(query)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.expect("json")
+}
+
 type Counts = BTreeMap<(String, String), [i64; 4]>;
 
 fn iso(t: DateTime<Utc>, tz: &chrono_tz::Tz) -> String {
@@ -284,14 +300,7 @@ async fn agents_and_interval_reports_equal_the_truth_of_a_gappy_day() {
 
     // Agents: final activity, tasks completed today, seconds in each activity today.
     let before = Utc::now();
-    let agents: Vec<Value> = svc
-        .admin_get("/api/agents")
-        .send()
-        .await
-        .expect("agents")
-        .json()
-        .await
-        .expect("json");
+    let agents: Vec<Value> = get_json(&svc, "/api/agents", &[("", ""); 0]).await;
     let after = Utc::now();
     let day_start = align(now, Step::Day, &tz);
     assert!(day_start < start - chrono::Duration::hours(1));
@@ -363,15 +372,7 @@ async fn agents_and_interval_reports_equal_the_truth_of_a_gappy_day() {
         ("interval", "1d".to_owned()),
         ("by", "worker".to_owned()),
     ];
-    let by_worker: Vec<Value> = svc
-        .admin_get("/api/reports/intervals")
-        .query(&today_q)
-        .send()
-        .await
-        .expect("report")
-        .json()
-        .await
-        .expect("json");
+    let by_worker: Vec<Value> = get_json(&svc, "/api/reports/intervals", &today_q).await;
     let mut occupied = 0;
     for a in &agents {
         let name = a["name"].as_str().expect("name");
@@ -406,24 +407,9 @@ async fn agents_and_interval_reports_equal_the_truth_of_a_gappy_day() {
     .await
     .expect("mark");
     wait_rollups(&db).await;
-    let again: Vec<Value> = svc
-        .admin_get("/api/reports/intervals")
-        .query(&q)
-        .send()
-        .await
-        .expect("report")
-        .json()
-        .await
-        .expect("json");
+    let again: Vec<Value> = get_json(&svc, "/api/reports/intervals", &q).await;
     assert_eq!(again, rows, "the report after retention");
-    let agents_after: Vec<Value> = svc
-        .admin_get("/api/agents")
-        .send()
-        .await
-        .expect("agents")
-        .json()
-        .await
-        .expect("json");
+    let agents_after: Vec<Value> = get_json(&svc, "/api/agents", &[("", ""); 0]).await;
     for (a, b) in agents.iter().zip(&agents_after) {
         assert_eq!(a["today"]["tasks_completed"], b["today"]["tasks_completed"]);
         assert_eq!(
@@ -508,14 +494,7 @@ async fn a_worker_known_only_from_the_rest_api_has_its_time_in_activity() {
     .await;
     let mut last = Value::Null;
     for _ in 0..100 {
-        last = svc
-            .admin_get("/api/agents")
-            .send()
-            .await
-            .expect("agents")
-            .json()
-            .await
-            .expect("json");
+        last = get_json(&svc, "/api/agents", &[("", ""); 0]).await;
         if last[0]["activity_since"].is_string() {
             break;
         }

@@ -147,20 +147,8 @@ impl Store {
     pub async fn refresh_rollups(&self, limit: i64) -> Result<usize, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let stmt = tx
-            .prepare_cached(
-                "DELETE FROM rollup_dirty WHERE id IN \
-                 (SELECT id FROM rollup_dirty ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING bucket",
-            )
-            .await?;
-        let marks = tx.query(&stmt, &[&limit]).await?;
-        let buckets: Vec<chrono::DateTime<chrono::Utc>> = marks
-            .iter()
-            .map(|r| r.get(0))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let (took, buckets): (usize, Vec<chrono::DateTime<chrono::Utc>>) =
+            take_marks(&tx, "rollup_dirty", "bucket", limit).await?;
         if !buckets.is_empty() {
             let mut locks = Locks::default();
             for b in &buckets {
@@ -170,7 +158,7 @@ impl Store {
             self.recompute_buckets(&tx, &buckets).await?;
         }
         tx.commit().await?;
-        Ok(marks.len())
+        Ok(took)
     }
 
     async fn recompute_buckets<C: GenericClient>(

@@ -109,25 +109,13 @@ impl Store {
     pub async fn refresh_dirty(&self, limit: i64) -> Result<usize, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let stmt = tx
-            .prepare_cached(
-                "DELETE FROM dirty_conversations WHERE id IN \
-                 (SELECT id FROM dirty_conversations ORDER BY id \
-                  LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING conversation_sid",
-            )
-            .await?;
-        let marks = tx.query(&stmt, &[&limit]).await?;
-        let convs: Vec<String> = marks
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let (took, convs): (usize, Vec<String>) =
+            take_marks(&tx, "dirty_conversations", "conversation_sid", limit).await?;
         if !convs.is_empty() {
             self.refresh_message_metrics(&tx, &convs).await?;
         }
         tx.commit().await?;
-        Ok(marks.len())
+        Ok(took)
     }
 
     /// Recomputes the message metrics of the messaging tasks of the given conversations

@@ -264,6 +264,32 @@ fn to_time(ms: i64) -> Value {
     }
 }
 
+/// Takes up to `limit` marks from an append-only mark table (oldest first; rows another
+/// refresher holds are skipped, not waited for) and returns how many it took and their
+/// distinct values, in order. Deleted in the caller's transaction: a failed refresh
+/// leaves them for the next round.
+async fn take_marks<C, T>(
+    tx: &C,
+    table: &str,
+    column: &str,
+    limit: i64,
+) -> Result<(usize, Vec<T>), StoreError>
+where
+    C: GenericClient,
+    T: for<'a> tokio_postgres::types::FromSql<'a> + Ord,
+{
+    let stmt = tx
+        .prepare_cached(&format!(
+            "DELETE FROM {table} WHERE id IN \
+             (SELECT id FROM {table} ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING {column}"
+        ))
+        .await?;
+    let marks = tx.query(&stmt, &[&limit]).await?;
+    let values: BTreeSet<T> = marks.iter().map(|r| r.get::<_, T>(0)).collect();
+    Ok((marks.len(), values.into_iter().collect()))
+}
+
 mod apply;
 pub mod history;
 mod merge;

@@ -90,20 +90,8 @@ impl Store {
     pub async fn refresh_worker_days(&self, limit: i64) -> Result<usize, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let stmt = tx
-            .prepare_cached(
-                "DELETE FROM worker_dirty WHERE id IN \
-                 (SELECT id FROM worker_dirty ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING worker_sid",
-            )
-            .await?;
-        let marks = tx.query(&stmt, &[&limit]).await?;
-        let workers: Vec<String> = marks
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let (took, workers): (usize, Vec<String>) =
+            take_marks(&tx, "worker_dirty", "worker_sid", limit).await?;
         if !workers.is_empty() {
             let mut locks = Locks::default();
             for w in &workers {
@@ -113,7 +101,7 @@ impl Store {
             self.recompute_worker_days(&tx, &workers).await?;
         }
         tx.commit().await?;
-        Ok(marks.len())
+        Ok(took)
     }
 
     async fn recompute_worker_days<C: GenericClient>(
