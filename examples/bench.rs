@@ -343,7 +343,8 @@ async fn main() {
     let http = reqwest::Client::new();
     let mut report = Vec::new();
 
-    // BENCH_ONLY=ingest,drain,freshness,rss runs some parts (drain needs ingest's queue).
+    // BENCH_ONLY=ingest,drain,ingest-while-draining,freshness,rss runs some parts (drain
+    // needs ingest's queue).
     let only = std::env::var("BENCH_ONLY").ok();
     let want = |part: &str| {
         only.as_deref()
@@ -467,6 +468,64 @@ async fn main() {
             other => report.push(format!("  ceiling: pgbench did not run ({other:?})")),
         }
         println!("{}", report[report.len() - 2..].join("\n"));
+    }
+
+    if want("ingest-while-draining") {
+        // (b2) a burst while a backlog drains (a Monday spike after a Postgres
+        // maintenance window): fill the queue with Postgres unreachable, then start with
+        // Postgres and post for `secs` at 64 clients while the backlog applies.
+        let target: u64 = std::env::var("BENCH_BACKLOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000);
+        let qdir = tempfile::tempdir().expect("tempdir");
+        let down = config(qdir.path(), port, "postgres://nobody@127.0.0.1:1/none", "");
+        let child = serve(&down);
+        wait_up(&http, &base).await;
+        let mut filled = 0;
+        while filled < target {
+            let before = next.load(Relaxed);
+            load(&format!("{base}/ingress"), &bodies, &next, 64, None, 5).await;
+            if next.load(Relaxed) == before {
+                break; // out of bodies
+            }
+            filled = queue_depth(&http, &base).await.unwrap_or(0);
+        }
+        stop(child);
+        let db = admin_db(&admin, "trs_bench_iwd").await;
+        let up = config(qdir.path(), port, &db, "");
+        migrate(&up);
+        // The ceiling in the same run, just before the burst.
+        let c = load(
+            &ceiling_url,
+            &bodies,
+            &Arc::new(AtomicUsize::new(0)),
+            64,
+            None,
+            secs,
+        )
+        .await;
+        let child = serve(&up);
+        wait_up(&http, &base).await;
+        let depth0 = queue_depth(&http, &base).await.unwrap_or(0);
+        let burst = load(&format!("{base}/ingress"), &bodies, &next, 64, None, secs).await;
+        let after = queue_depth(&http, &base).await.unwrap_or(0);
+        let t = Instant::now();
+        while queue_depth(&http, &base).await != Some(0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let catch_up = t.elapsed().as_secs_f64();
+        stop(child);
+        report.push(burst.line(&format!(
+            "ingest while draining ({depth0} queued at the start), 64 clients"
+        )));
+        report.push(c.line("  ceiling (bare hyper 204), 64 clients, same run"));
+        report.push(format!(
+            "  ratio {:.2}; {after} left queued after the burst, drained in {catch_up:.1} s ({:.0} events/s)",
+            burst.acks as f64 / burst.secs / (c.acks as f64 / c.secs),
+            after as f64 / catch_up.max(0.001)
+        ));
+        println!("{}", report[report.len() - 3..].join("\n"));
     }
 
     if want("freshness") {
