@@ -45,8 +45,10 @@ dpkg-deb -f "$deb" Package Version Architecture Section Priority Maintainer
 # Contents: "mode path" for every file, compared with what the repository says it holds.
 listing=$(dpkg-deb -c "$deb")
 echo "$listing"
-if echo "$listing" | awk '{print $2}' | grep -qv '^0/0$'; then fail "a file not owned by root"; fi
-actual=$(echo "$listing" | awk '$1 !~ /^d/ {print $1, $6}' | sort)
+# (Here-strings, not `echo | grep -q`: with pipefail an early exit of grep could turn
+# into a SIGPIPE failure of the writer.)
+[ -z "$(awk '$2 != "0/0"' <<<"$listing")" ] || fail "a file not owned by root"
+actual=$(awk '$1 !~ /^d/ {print $1, $6}' <<<"$listing" | sort)
 doc=./usr/share/doc/$name
 expected=$(
   {
@@ -73,18 +75,20 @@ conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | sort)
 # service (it needs its config, secrets and database first; after an upgrade the operator
 # migrates, then restarts); removing stops it.
 scripts=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst ./prerm ./postrm)
-if echo "$scripts" | grep -Eq 'deb-systemd-invoke +(start|restart|try-restart)|systemctl .*(start|restart|enable)'; then
+if grep -Eq 'deb-systemd-invoke +(start|restart|try-restart)|systemctl .*(start|restart|enable)' <<<"$scripts"; then
   fail "a maintainer script starts or enables the service"
 fi
-dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./prerm | grep -q '"$1" = remove' \
-  || fail "prerm does not limit the stop to removal"
+prerm=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./prerm)
+grep -q '"$1" = remove' <<<"$prerm" || fail "prerm does not limit the stop to removal"
 
 # The files as installed: the binary is static and this build; the rest is the
 # repository's, byte for byte (docs uncompressed).
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
-if ldd "$root/usr/bin/$name" 2>&1 | grep -q "=>"; then fail "the binary has dynamic dependencies"; fi
+if grep -q "=>" <<<"$(ldd "$root/usr/bin/$name" 2>&1 || true)"; then
+  fail "the binary has dynamic dependencies"
+fi
 [ "$("$root/usr/bin/$name" --version)" = "$name $version" ] || fail "the binary is not version $version"
 cmp config.example.toml "$root/etc/$name/config.toml"
 cmp systemd/$name.env "$root/etc/$name/env"
