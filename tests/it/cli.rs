@@ -190,16 +190,77 @@ fn errors_say_each_cause_once() {
     assert!(!err.contains("Error occurred while creating"), "{err}");
 }
 
-/// Each `Documentation=` of the systemd unit is a file of the repository at the path the
-/// package installs it to (`/usr/share/doc/taskrouter-summarizer/` + its path here).
+/// Where the package (Cargo.toml's `[package.metadata.deb] assets`) installs the
+/// repository file `rel`, as an absolute path, if it does.
+fn installed_path(assets: &[toml::Value], rel: &Path) -> Option<String> {
+    assets.iter().find_map(|a| {
+        let (source, dest) = (a.get(0)?.as_str()?, a.get(1)?.as_str()?);
+        // A source is a path, or `dir/*.ext` (the only glob form used).
+        let matches = match source.split_once("*.") {
+            Some((dir, ext)) => {
+                rel.parent() == Some(Path::new(dir.trim_end_matches('/')))
+                    && rel.extension().and_then(|e| e.to_str()) == Some(ext)
+            }
+            None => Path::new(source) == rel,
+        };
+        let file = rel.file_name()?.to_str()?;
+        matches.then(|| match dest.strip_suffix('/') {
+            Some(dir) => format!("/{dir}/{file}"),
+            None => format!("/{dest}"),
+        })
+    })
+}
+
+/// The systemd unit and the package agree: the unit runs the binary where the package
+/// puts it, reads the config and the env file the package installs, and each
+/// `Documentation=` is a repository file the package installs at that path.
 #[test]
-fn the_units_documentation_is_what_the_package_installs() {
+fn the_unit_runs_and_documents_what_the_package_installs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let assets = manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .expect("[package.metadata.deb] assets");
+    let installed = |rel: &str| installed_path(assets, Path::new(rel));
     let unit = std::fs::read_to_string(root.join("systemd/taskrouter-summarizer.service"))
         .expect("the unit");
-    let urls: Vec<&str> = unit
-        .lines()
-        .filter_map(|l| l.strip_prefix("Documentation="))
+    let values = |key: &str| -> Vec<&str> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    };
+
+    // cargo-deb's `target/release/` stands for the build's own directory.
+    let binary = installed("target/release/taskrouter-summarizer");
+    assert_eq!(binary.as_deref(), Some("/usr/bin/taskrouter-summarizer"));
+    for key in ["ExecStartPre", "ExecStart"] {
+        for line in values(key) {
+            let exe = line.split_whitespace().next().unwrap_or_default();
+            assert_eq!(Some(exe), binary.as_deref(), "{key}={line}");
+        }
+    }
+    let config = installed("config.example.toml");
+    let [credential] = values("LoadCredential")[..] else {
+        panic!("one LoadCredential= in the unit")
+    };
+    assert_eq!(
+        credential.strip_prefix("config.toml:"),
+        config.as_deref(),
+        "the unit hands the service the config the package installs"
+    );
+    let env = installed("systemd/taskrouter-summarizer.env").expect("the env file");
+    assert_eq!(
+        values("EnvironmentFile")
+            .iter()
+            .map(|f| f.trim_start_matches('-'))
+            .collect::<Vec<_>>(),
+        vec![env.as_str()],
+        "the unit reads the env file the package installs"
+    );
+
+    let urls: Vec<&str> = values("Documentation")
+        .into_iter()
         .flat_map(str::split_whitespace)
         .collect();
     assert!(urls.contains(&"file:///usr/share/doc/taskrouter-summarizer/README.md"));
@@ -210,6 +271,11 @@ fn the_units_documentation_is_what_the_package_installs() {
         assert!(
             root.join(rel).is_file(),
             "{url}: no {rel} in the repository"
+        );
+        assert_eq!(
+            installed(rel).as_deref(),
+            url.strip_prefix("file://"),
+            "the package does not install {rel} where the unit says"
         );
     }
 }

@@ -123,6 +123,9 @@ pub struct Service {
     pub admin_token: Option<String>,
     pub child: Option<Child>,
     pub http: reqwest::Client,
+    /// The binary `command` and `spawn` run: the build's own unless the test set
+    /// another (an upgrade swaps it).
+    pub exe: PathBuf,
 }
 
 /// How a test's service is configured: a typed builder over the config file's sections.
@@ -148,6 +151,8 @@ pub struct Options {
     sections: Vec<(&'static str, Vec<(&'static str, String)>)>,
     /// `[[jobs]]` blocks, verbatim, after every other section.
     jobs: String,
+    /// Another binary than the build's own.
+    exe: Option<PathBuf>,
 }
 
 /// A TOML basic string.
@@ -165,6 +170,7 @@ impl Options {
             admin_token: None,
             sections: vec![("twilio", Vec::new())],
             jobs: String::new(),
+            exe: None,
         }
     }
 
@@ -180,6 +186,12 @@ impl Options {
         let keys = &mut self.sections[i].1;
         keys.retain(|(k, _)| *k != key);
         keys.push((key, value));
+        self
+    }
+
+    /// Run this binary (`migrate`, `serve`, every `command`) instead of the build's own.
+    pub fn exe(mut self, path: &std::path::Path) -> Options {
+        self.exe = Some(path.to_owned());
         self
     }
 
@@ -380,6 +392,7 @@ auth_token = "{AUTH_TOKEN}"
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client"),
+            exe: opts.exe.clone().unwrap_or_else(|| bin().into()),
         };
         let out = s.command(&["migrate"]).output().expect("run migrate");
         assert!(
@@ -392,7 +405,7 @@ auth_token = "{AUTH_TOKEN}"
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
+        let mut c = Command::new(&self.exe);
         c.arg("--config").arg(&self.config).args(args);
         c.env_remove("DATABASE_URL").env_remove("TWILIO_AUTH_TOKEN");
         c

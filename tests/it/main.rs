@@ -21,3 +21,4 @@ mod proxy;
 mod reconcile;
 mod sync;
 mod twilio_stub;
+mod upgrade;
