@@ -9,6 +9,7 @@
 //! into the callbacks, so the two can never disagree.
 
 pub mod demo;
+pub mod live;
 pub mod simulate;
 
 use serde_json::Value;
