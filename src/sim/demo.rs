@@ -72,7 +72,11 @@ fn os_user() -> Option<String> {
 /// authentication: no password), then TCP on 127.0.0.1 as `postgres` without a
 /// password (a server that trusts local TCP).
 fn logins() -> Vec<Login> {
-    if let Ok(u) = std::env::var("DATABASE_URL") {
+    logins_for(std::env::var("DATABASE_URL").ok(), os_user())
+}
+
+fn logins_for(database_url: Option<String>, os_user: Option<String>) -> Vec<Login> {
+    if let Some(u) = database_url {
         return vec![Login {
             what: format!("DATABASE_URL ({})", crate::config::redact_url(&u)),
             url: u,
@@ -83,7 +87,7 @@ fn logins() -> Vec<Login> {
         what: format!("role {role} over the Unix socket {SOCKET_DIR}"),
     };
     let mut v = vec![socket("postgres")];
-    if let Some(me) = os_user().filter(|u| u != "postgres") {
+    if let Some(me) = os_user.filter(|u| u != "postgres") {
         v.push(socket(&me));
     }
     v.push(Login {
@@ -162,8 +166,19 @@ async fn find_postgres() -> anyhow::Result<String> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    bail!(advice(&failed, from_env, installed, os_user().as_deref()))
+}
+
+/// Why `demo` found no Postgres to use, and what to do: each login tried with its error,
+/// then the fix that fits (never to install Postgres where it is installed).
+fn advice(
+    failed: &[(String, String)],
+    from_env: bool,
+    installed: bool,
+    user: Option<&str>,
+) -> String {
     let mut msg = String::from("cannot log in to Postgres. Tried:\n");
-    for (what, e) in &failed {
+    for (what, e) in failed {
         msg.push_str(&format!("  - {what}: {e}\n"));
     }
     if from_env {
@@ -181,7 +196,7 @@ async fn find_postgres() -> anyhow::Result<String> {
              or `sudo systemctl start postgresql`), or set DATABASE_URL",
         );
     } else {
-        let me = os_user().unwrap_or_else(|| "$USER".into());
+        let me = user.unwrap_or("$USER");
         msg.push_str(&format!(
             "Postgres answers but lets none of these in. Either:\n  \
              - give your user a role that peer authentication lets in over the socket: `sudo -u postgres createuser -s {me}`, or\n  \
@@ -189,7 +204,7 @@ async fn find_postgres() -> anyhow::Result<String> {
              (`sudo -u postgres psql -c \"ALTER ROLE postgres PASSWORD '...'\"` sets one)",
         ));
     }
-    bail!(msg)
+    msg
 }
 
 /// Whether `cmd` is on the PATH.
@@ -306,4 +321,72 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_are_the_socket_then_tcp_or_database_url_alone() {
+        let what: Vec<String> = logins_for(None, Some("alice".into()))
+            .into_iter()
+            .map(|l| l.what)
+            .collect();
+        assert_eq!(
+            what,
+            [
+                "role postgres over the Unix socket /var/run/postgresql",
+                "role alice over the Unix socket /var/run/postgresql",
+                "role postgres at 127.0.0.1:5432 (TCP, no password)",
+            ]
+        );
+        assert_eq!(logins_for(None, Some("postgres".into())).len(), 2);
+        let only = logins_for(Some("postgres://u:secret@db/postgres".into()), None);
+        assert_eq!(only.len(), 1);
+        assert!(!only[0].what.contains("secret"), "{}", only[0].what);
+        assert!(only[0].url.contains("secret"));
+    }
+
+    #[test]
+    fn the_advice_fits_the_failure() {
+        let refused = |what: &str| {
+            (
+                what.to_owned(),
+                "password authentication failed for user \"postgres\"".to_owned(),
+            )
+        };
+        let failed = vec![
+            refused("role postgres at 127.0.0.1:5432 (TCP, no password)"),
+            (
+                "role root over the Unix socket /var/run/postgresql".into(),
+                "role \"root\" does not exist".into(),
+            ),
+        ];
+        let a = advice(&failed, false, true, Some("root"));
+        assert!(a.contains("role postgres at 127.0.0.1:5432 (TCP, no password): password authentication failed"), "{a}");
+        assert!(a.contains("role \"root\" does not exist"), "{a}");
+        assert!(a.contains("sudo -u postgres createuser -s root"), "{a}");
+        assert!(
+            a.contains("DATABASE_URL=postgres://postgres:PASSWORD@127.0.0.1:5432/postgres"),
+            "{a}"
+        );
+        assert!(!a.contains("apt-get install"), "installed: {a}");
+        let down = vec![(
+            "x".to_owned(),
+            "Connection refused (os error 111)".to_owned(),
+        )];
+        let a = advice(&down, false, true, None);
+        assert!(
+            a.contains("pg_ctlcluster") && !a.contains("apt-get install"),
+            "{a}"
+        );
+        let a = advice(&down, false, false, None);
+        assert!(a.contains("sudo apt-get install postgresql"), "{a}");
+        let a = advice(&failed, true, true, None);
+        assert!(
+            a.contains("Fix DATABASE_URL") && !a.contains("apt-get"),
+            "{a}"
+        );
+    }
 }
