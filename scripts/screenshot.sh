@@ -22,5 +22,5 @@ echo "screenshot.sh: live for $live_minutes minutes"
 sleep $((live_minutes * 60))
 # The demo prints the wallboard's link with its admin token.
 url=$(grep -o "http://127.0.0.1:$port/dashboard?token=[0-9a-f]*" "$log" | head -n 1)
-scripts/screenshot.py "$url" docs/dashboard.png
+scripts/screenshot.py --height 1440 "$url" docs/dashboard.png
 echo "wrote docs/dashboard.png"
