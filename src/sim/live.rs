@@ -9,8 +9,8 @@
 //! queue stays stable: waits of seconds, now and then a minute or two, some abandons.
 
 use super::engine::*;
+use super::requests::{channel_seeds_for, message_params};
 use super::*;
-use crate::sim::simulate::{channel_seeds_for, message_params};
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
 

@@ -10,6 +10,7 @@
 
 pub mod demo;
 pub mod live;
+mod requests;
 pub mod simulate;
 
 use serde_json::Value;

@@ -10,7 +10,9 @@
 
 use crate::ingest::signature;
 use crate::sim::live::{LiveConfig, LiveStream};
-use crate::sim::{realistic_day, Callback, DayConfig, SimDay, WorkerTruth};
+pub use crate::sim::requests::{channel_seeds, channel_seeds_for, message_params};
+use crate::sim::requests::{iso, ms_of};
+use crate::sim::{realistic_day, Callback, DayConfig, SimDay};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -51,18 +53,6 @@ fn get<'a>(cb: &'a Callback, k: &str) -> Option<&'a str> {
     cb.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
-fn ms_of(cb: &Callback) -> i64 {
-    get(cb, "TimestampMs")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn iso(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
 /// h:mm of a duration in ms.
 fn hm(ms: i64) -> String {
     let m = ms.max(0) / 60_000;
@@ -78,29 +68,6 @@ type TaskTimes = (
     Option<String>,
     Option<i64>,
 );
-
-/// One Conversations `onMessageAdded` webhook.
-pub fn message_params(
-    conversation: &str,
-    sid: &str,
-    index: u64,
-    author: &str,
-    ms: i64,
-) -> Callback {
-    [
-        ("EventType", "onMessageAdded".to_owned()),
-        ("ConversationSid", conversation.to_owned()),
-        ("MessageSid", sid.to_owned()),
-        ("Index", index.to_string()),
-        ("Author", author.to_owned()),
-        ("Body", "…".to_owned()),
-        ("Source", "SDK".to_owned()),
-        ("DateCreated", iso(ms)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
 
 /// Conversations `onMessageAdded` webhooks for the messaging tasks of a day: the
 /// customer's first message creates the task (so it is a little older than
@@ -700,48 +667,6 @@ impl Expectations {
             self.capacity
         );
     }
-}
-
-/// Every worker channel's capacity and availability at the start of the day, as
-/// `worker.capacity.update` callbacks: without TaskRouter's REST API (which `simulate`
-/// cannot offer), channels that never change would stay unknown. Later changes in the
-/// day override them; the final state is the simulator's ground truth.
-pub fn channel_seeds(day: &SimDay) -> Vec<(i64, Callback)> {
-    let first = day.callbacks.first().map(ms_of).unwrap_or(0);
-    channel_seeds_for(&day.workers, first)
-}
-
-/// [`channel_seeds`] for `workers`, dated just before `first_ms`.
-pub fn channel_seeds_for(workers: &[WorkerTruth], first_ms: i64) -> Vec<(i64, Callback)> {
-    let first = first_ms;
-    let mut out = Vec::new();
-    for (i, w) in workers.iter().enumerate() {
-        for (j, c) in w.channels.iter().enumerate() {
-            let t = first - 1_000 + (i * 10 + j) as i64;
-            let params = [
-                ("EventType", "worker.capacity.update".to_owned()),
-                (
-                    "Sid",
-                    format!("EV{:030x}{:02x}", i as u128 * 1000 + j as u128, 0xcc),
-                ),
-                ("ResourceType", "worker".to_owned()),
-                ("ResourceSid", w.sid.clone()),
-                ("WorkerSid", w.sid.clone()),
-                ("WorkerName", w.name.clone()),
-                ("TaskChannelUniqueName", c.unique_name.clone()),
-                ("TaskChannelSid", c.task_channel_sid.clone()),
-                ("WorkerChannelCapacity", c.capacity.to_string()),
-                ("WorkerChannelAvailable", c.available.to_string()),
-                ("TimestampMs", t.to_string()),
-                ("Timestamp", (t / 1000).to_string()),
-            ];
-            out.push((
-                t,
-                params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            ));
-        }
-    }
-    out
 }
 
 fn shift_day(day: &mut SimDay, shift: i64) {
