@@ -53,14 +53,30 @@ pub enum Command {
         command: QueueCommand,
     },
     /// Everything on this machine: a local Postgres, the service, and a simulated
-    /// contact center posting to it. No config needed.
+    /// contact center posting to it: the last hours of history first, fast, then live
+    /// in real time until Ctrl-C. No config needed.
     Demo {
         #[arg(long, default_value_t = 3000)]
         port: u16,
-        #[command(flatten)]
-        sim: SimArgs,
+        /// Agents on the simulated floor; the load follows (about 13 tasks an hour each).
+        #[arg(long, default_value_t = 40)]
+        agents: usize,
+        /// History written first, fast: the day up to now (e.g. 8h, 90m; 0s for none; at
+        /// most 10h, so that it falls within "today").
+        #[arg(long, default_value = "8h", value_parser = parse_history)]
+        history: std::time::Duration,
+        /// Requests per second while writing the history.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        /// Seconds of real time to simulate after the history [default: until Ctrl-C].
+        #[arg(long)]
+        duration: Option<u64>,
+        /// The same seed gives the same contact center.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
-    /// Post a simulated contact-center day (signed callbacks and messages) to a service.
+    /// Post a simulated contact-center day (signed callbacks and messages) to a service;
+    /// with --live, the history of the last hours and then a floor in real time.
     Simulate {
         /// The ingress URL, e.g. http://127.0.0.1:3000/ingress
         #[arg(long)]
@@ -71,6 +87,13 @@ pub enum Command {
         /// Sign for this base URL instead of the posting URL (the service's public_url).
         #[arg(long)]
         public_url: Option<String>,
+        /// A live floor instead of a planned day: --history first, fast, then real time
+        /// until Ctrl-C (or --duration seconds).
+        #[arg(long)]
+        live: bool,
+        /// With --live: the history written first (e.g. 8h, 90m, 0s).
+        #[arg(long, default_value = "8h", value_parser = parse_history, requires = "live")]
+        history: std::time::Duration,
         #[command(flatten)]
         sim: SimArgs,
     },
@@ -149,18 +172,30 @@ pub enum QueueCommand {
     Requeue,
 }
 
-/// The simulated contact center, shared by `demo` and `simulate`.
+/// `--history`: a duration (8h, 90m, 0s) of at most 10 hours: the demo shows "today"
+/// in a zone where it began 11 hours ago or more.
+fn parse_history(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration such as 8h or 90m: {e}"))?;
+    if d > std::time::Duration::from_secs(10 * 3600) {
+        return Err(format!("{s:?} is more than 10h"));
+    }
+    Ok(d)
+}
+
+/// The simulated contact center of `simulate`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
     /// Agents (workers) in the simulated center.
     #[arg(long, default_value_t = 20)]
     pub agents: usize,
-    /// Requests per second.
+    /// Requests per second (with --live: while writing the history).
     #[arg(long, default_value_t = 200)]
     pub rate: u32,
-    /// Seconds, at most.
-    #[arg(long, default_value_t = 60)]
-    pub duration: u64,
+    /// Seconds, at most; the day is sized to fit [default: 60; with --live: real-time
+    /// seconds after the history, until Ctrl-C when not given].
+    #[arg(long)]
+    pub duration: Option<u64>,
     /// The same seed gives the same day.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -201,16 +236,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate { database_url } => {
             return backfill::migrate_command(cli.config.as_deref(), database_url)
         }
-        Command::Demo { port, sim } => {
+        Command::Demo {
+            port,
+            agents,
+            history,
+            rate,
+            duration,
+            seed,
+        } => {
             init_logging(None);
-            return simulate::demo(port, sim);
+            return simulate::demo(crate::sim::demo::Options {
+                port,
+                agents,
+                history,
+                rate,
+                duration,
+                seed,
+            });
         }
         Command::Simulate {
             url,
             auth_token,
             public_url,
+            live,
+            history,
             sim,
-        } => return simulate::simulate(url, auth_token, public_url, sim),
+        } => {
+            let live = live.then_some(history);
+            return simulate::simulate(url, auth_token, public_url, live, sim);
+        }
         _ => {}
     }
     let cfg = Config::load(&config_path())?;

@@ -4,21 +4,19 @@
 use super::{runtime, SimArgs};
 use crate::sim::{demo, simulate};
 use anyhow::bail;
+use std::time::Duration;
 
-pub fn demo(port: u16, sim: SimArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(demo::run(demo::Options {
-        port,
-        agents: sim.agents,
-        rate: sim.rate,
-        duration: sim.duration,
-        seed: sim.seed,
-    }))
+pub fn demo(opts: demo::Options) -> anyhow::Result<()> {
+    runtime()?.block_on(demo::run(opts))
 }
 
+/// Posts a planned day, or with `live` (the history's length) the live floor until
+/// Ctrl-C or `--duration`.
 pub fn simulate(
     url: String,
     auth_token: String,
     public_url: Option<String>,
+    live: Option<Duration>,
     sim: SimArgs,
 ) -> anyhow::Result<()> {
     let opts = simulate::Options {
@@ -31,7 +29,17 @@ pub fn simulate(
         seed: sim.seed,
         concurrency: 32,
     };
-    let r = runtime()?.block_on(simulate::run(&opts));
+    let r = runtime()?.block_on(async {
+        match live {
+            Some(history) => {
+                let ctrl_c = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                simulate::run_live(&opts, history, ctrl_c).await
+            }
+            None => simulate::run(&opts).await,
+        }
+    });
     println!(
         "sent {}, acknowledged {}, refused {}, errors {} in {:.1} s",
         r.sent,

@@ -233,21 +233,21 @@ pub(super) async fn dashboard() -> Response {
 }
 
 /// `GET /dashboard/events`: Server-Sent Events for the wallboard: the history on
-/// connect, then every new summary and every new history point, until the client
-/// leaves or the server shuts down.
+/// connect and each time it is recomputed (once a minute), and every new summary, until
+/// the client leaves or the server shuts down.
 pub(super) async fn events(State(st): State<Shared>) -> Response {
     use futures_util::StreamExt;
-    let history = serde_json::to_string(&st.hub.history()).unwrap_or_else(|_| "[]".into());
+    let history = serde_json::to_string(&*st.hub.history()).unwrap_or_else(|_| "[]".into());
     let mut summaries = st.hub.latest.subscribe();
-    let points = st.hub.points.subscribe();
+    let histories = st.hub.histories.subscribe();
     let stop = st.shutdown.clone();
     // The current summary right away, then changes.
     summaries.mark_changed();
     let first =
         futures_util::stream::once(async move { Event::default().event("history").data(history) });
     let updates = futures_util::stream::unfold(
-        (summaries, points, stop),
-        |(mut summaries, mut points, stop)| async move {
+        (summaries, histories, stop),
+        |(mut summaries, mut histories, stop)| async move {
             let event = tokio::select! {
                 r = summaries.changed() => {
                     r.ok()?;
@@ -258,16 +258,16 @@ pub(super) async fn events(State(st): State<Shared>) -> Response {
                         None => Event::default().comment("waiting for the first summary"),
                     }
                 }
-                p = points.recv() => match p {
-                    Ok(p) => Event::default().event("point").data(serde_json::to_string(&p).ok()?),
-                    // A slow viewer missed points: the next summary carries on.
+                h = histories.recv() => match h {
+                    Ok(h) => Event::default().event("history").data(serde_json::to_string(&*h).ok()?),
+                    // A slow viewer missed a history: the next one replaces it anyway.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::default().comment("lagged"),
                     Err(_) => return None,
                 },
                 _ = tokio::time::sleep(Duration::from_secs(15)) => Event::default().comment("keep-alive"),
                 _ = stop.cancelled() => return None,
             };
-            Some((event, (summaries, points, stop)))
+            Some((event, (summaries, histories, stop)))
         },
     );
     Sse::new(first.chain(updates).map(Ok::<_, Infallible>)).into_response()

@@ -77,6 +77,17 @@ pub(super) enum Action {
     ChatCapacity(usize),
     SmsAvailable(usize, bool),
     Attributes(usize),
+    // The live floor (see `live.rs`): arrivals and shifts generated as time goes on.
+    /// A task arrives now; the next arrival is drawn.
+    Arrival,
+    /// A worker's shift begins (signs on), if they are offline by then.
+    ShiftStart(usize),
+    /// The worker's shift (by number) ends: they sign off.
+    ShiftEnd(usize, u32),
+    /// The worker of the shift takes a break (after finishing their tasks).
+    LiveBreak(usize, u32),
+    /// Back from the break; the next one is planned.
+    LiveBack(usize, u32),
 }
 
 pub(super) struct Res {
@@ -127,6 +138,8 @@ pub(super) struct Worker {
     pub(super) draining: bool,
     pub(super) chans: [Chan; 3],
     pub(super) last_free: i64,
+    /// Shifts begun so far on the live floor: actions of an earlier shift are stale.
+    pub(super) shift: u32,
     /// Closed activity intervals: (activity, start ms, end ms).
     pub(super) log: Vec<(usize, i64, i64)>,
 }
@@ -154,6 +167,8 @@ pub(super) struct Sim {
     pub(super) out: Vec<(i64, Callback)>,
     pub(super) pending: Vec<usize>,
     pub(super) doomed: Option<usize>,
+    /// Mean arrivals per minute on the live floor (0 for a planned day).
+    pub(super) per_min: f64,
 }
 
 pub(super) fn new_sid(rng: &mut StdRng, prefix: &str) -> String {
@@ -222,6 +237,7 @@ impl Sim {
                 draining: false,
                 chans: [chan(1), chan(chat_cap), chan(2)],
                 last_free: start,
+                shift: 0,
                 log: Vec::new(),
             });
         }
@@ -242,6 +258,7 @@ impl Sim {
             out: Vec::new(),
             pending: Vec::new(),
             doomed: None,
+            per_min: 0.0,
         }
     }
 
@@ -267,17 +284,7 @@ impl Sim {
     }
 
     pub(super) fn plan(&mut self, cfg: &DayConfig) {
-        for (a, &(name, avail)) in ACTIVITIES.iter().enumerate() {
-            let ts = self.tick();
-            let sid = self.activity_sids[a].clone();
-            let extra = vec![
-                kv("ActivitySid", &sid),
-                kv("ActivityName", name),
-                kv("ActivityAvailable", avail),
-            ];
-            let desc = format!("Activity {name} created");
-            self.emit(ts, "activity.created", desc, ("activity", sid), extra);
-        }
+        self.announce_activities();
         let s = self.start;
         let n = cfg.workers;
         let special = n >= 3;
@@ -330,6 +337,21 @@ impl Sim {
             let task = self.plan_task();
             self.tasks.push(task);
             self.at(s + off, Action::TaskArrive(k));
+        }
+    }
+
+    /// The workspace's activities, as `activity.created` callbacks at the start.
+    pub(super) fn announce_activities(&mut self) {
+        for (a, &(name, avail)) in ACTIVITIES.iter().enumerate() {
+            let ts = self.tick();
+            let sid = self.activity_sids[a].clone();
+            let extra = vec![
+                kv("ActivitySid", &sid),
+                kv("ActivityName", name),
+                kv("ActivityAvailable", avail),
+            ];
+            let desc = format!("Activity {name} created");
+            self.emit(ts, "activity.created", desc, ("activity", sid), extra);
         }
     }
 
@@ -418,11 +440,18 @@ impl Sim {
     }
 
     pub(super) fn run(&mut self) {
-        let end = self.start + DAY_MS;
-        while let Some(Reverse((time, _, action))) = self.heap.pop() {
+        self.run_until(self.start + DAY_MS);
+    }
+
+    /// Runs every action due at or before `end` (later ones stay queued).
+    pub(super) fn run_until(&mut self, end: i64) {
+        while let Some(&Reverse((time, _, _))) = self.heap.peek() {
             if time > end {
                 break;
             }
+            let Some(Reverse((_, _, action))) = self.heap.pop() else {
+                break;
+            };
             self.clock = self.clock.max(time - 1);
             self.handle(action);
             self.dispatch();
@@ -469,6 +498,11 @@ impl Sim {
             Action::ChatCapacity(w) => self.chat_capacity(w),
             Action::SmsAvailable(w, on) => self.sms_available(w, on),
             Action::Attributes(w) => self.attributes(w),
+            Action::Arrival => self.live_arrival(),
+            Action::ShiftStart(w) => self.shift_start(w),
+            Action::ShiftEnd(w, n) => self.shift_end(w, n),
+            Action::LiveBreak(w, n) => self.live_break(w, n),
+            Action::LiveBack(w, n) => self.live_back(w, n),
         }
     }
 

@@ -528,50 +528,54 @@ impl Sim {
         self.emit_worker(w, ts, "worker.attributes.update", desc, vec![]);
     }
 
+    /// A worker's state now, as ground truth.
+    pub(super) fn worker_truth(&self, k: &Worker) -> WorkerTruth {
+        let (activity_sids, channel_sids) = (&self.activity_sids, &self.channel_sids);
+        WorkerTruth {
+            final_activity_name: ACTIVITIES[k.activity].0.to_string(),
+            final_activity_sid: activity_sids[k.activity].clone(),
+            final_available: ACTIVITIES[k.activity].1,
+            final_activity_since_ms: k.since,
+            activity_spans: k
+                .log
+                .iter()
+                .map(|&(a, from, to)| ActivitySpan {
+                    activity: ACTIVITIES[a].0.to_string(),
+                    available: ACTIVITIES[a].1,
+                    from_ms: from,
+                    to_ms: to,
+                })
+                .collect(),
+            deleted: k.deleted,
+            channels: k
+                .chans
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ChannelTruth {
+                    unique_name: CHANNELS[i].to_string(),
+                    task_channel_sid: channel_sids[i].clone(),
+                    capacity: c.capacity,
+                    available: c.available,
+                })
+                .collect(),
+            sid: k.sid.clone(),
+            name: k.name.clone(),
+        }
+    }
+
     pub(super) fn finish(mut self) -> SimDay {
         self.out.sort_by_key(|(ts, _)| *ts);
-        let callbacks = self.out.into_iter().map(|(_, cb)| cb).collect();
+        let callbacks = std::mem::take(&mut self.out)
+            .into_iter()
+            .map(|(_, cb)| cb)
+            .collect();
+        let workers = self.workers.iter().map(|k| self.worker_truth(k)).collect();
         let tasks = self
             .tasks
             .into_iter()
             .map(|mut t| {
                 t.truth.final_status = t.status.to_string();
                 t.truth
-            })
-            .collect();
-        let (activity_sids, channel_sids) = (&self.activity_sids, &self.channel_sids);
-        let workers = self
-            .workers
-            .into_iter()
-            .map(|k| WorkerTruth {
-                final_activity_name: ACTIVITIES[k.activity].0.to_string(),
-                final_activity_sid: activity_sids[k.activity].clone(),
-                final_available: ACTIVITIES[k.activity].1,
-                final_activity_since_ms: k.since,
-                activity_spans: k
-                    .log
-                    .iter()
-                    .map(|&(a, from, to)| ActivitySpan {
-                        activity: ACTIVITIES[a].0.to_string(),
-                        available: ACTIVITIES[a].1,
-                        from_ms: from,
-                        to_ms: to,
-                    })
-                    .collect(),
-                deleted: k.deleted,
-                channels: k
-                    .chans
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| ChannelTruth {
-                        unique_name: CHANNELS[i].to_string(),
-                        task_channel_sid: channel_sids[i].clone(),
-                        capacity: c.capacity,
-                        available: c.available,
-                    })
-                    .collect(),
-                sid: k.sid,
-                name: k.name,
             })
             .collect();
         SimDay {

@@ -9,6 +9,8 @@
 //! into the callbacks, so the two can never disagree.
 
 pub mod demo;
+pub mod live;
+mod requests;
 pub mod simulate;
 
 use serde_json::Value;

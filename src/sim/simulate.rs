@@ -1,12 +1,21 @@
-//! `simulate`: posts a simulated contact-center day (see [`crate::sim`]) as signed
+//! `simulate`: posts a simulated contact center (see [`crate::sim`]) as signed
 //! TaskRouter callbacks, plus Conversations messages for messaging tasks, to a running
-//! service, at a steady rate. Deterministic for a seed. At the end it prints what the
-//! summaries should show.
+//! service. Deterministic for a seed.
+//!
+//! - [`run`]: a planned day, shifted to end now, at a steady rate. The day is sized to
+//!   fit `--rate` × `--duration`; at the end it says whether all of it was sent (or
+//!   where it stopped) and prints what the summaries should show for what was sent.
+//! - [`run_live`]: the live floor ([`crate::sim::live`]): the history of the last hours
+//!   as fast as `--rate` allows, then every event when its time comes, until stopped.
 
 use crate::ingest::signature;
+use crate::sim::live::{LiveConfig, LiveStream};
+pub use crate::sim::requests::{channel_seeds, channel_seeds_for, message_params};
+use crate::sim::requests::{iso, ms_of};
 use crate::sim::{realistic_day, Callback, DayConfig, SimDay};
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,13 +28,17 @@ pub struct Options {
     pub public_url: Option<String>,
     pub auth_token: String,
     pub agents: usize,
-    /// Requests per second.
+    /// Requests per second (for the live floor: while writing the history).
     pub rate: u32,
-    /// Seconds to run at most.
-    pub duration: u64,
+    /// Seconds to run at most (for the live floor: of real time after the history;
+    /// None: until stopped).
+    pub duration: Option<u64>,
     pub seed: u64,
     pub concurrency: usize,
 }
+
+/// Seconds a planned day runs at most when `duration` is not given.
+pub const DEFAULT_DURATION: u64 = 60;
 
 #[derive(Debug, Default, Clone)]
 pub struct Report {
@@ -40,10 +53,10 @@ fn get<'a>(cb: &'a Callback, k: &str) -> Option<&'a str> {
     cb.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
-fn iso(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+/// h:mm of a duration in ms.
+fn hm(ms: i64) -> String {
+    let m = ms.max(0) / 60_000;
+    format!("{}:{:02}", m / 60, m % 60)
 }
 
 /// Per task: conversation, customer, created, accepted, agent, end.
@@ -105,21 +118,8 @@ pub fn messages(day: &SimDay, seed: u64) -> Vec<(i64, Callback)> {
         let mut index = 0;
         let mut push = |t: i64, author: &str, out: &mut Vec<(i64, Callback)>| {
             let sid = format!("IM{:032x}", rng.gen::<u128>());
-            let params = [
-                ("EventType", "onMessageAdded".to_owned()),
-                ("ConversationSid", conv.clone()),
-                ("MessageSid", sid),
-                ("Index", index.to_string()),
-                ("Author", author.to_owned()),
-                ("Body", "…".to_owned()),
-                ("Source", "SDK".to_owned()),
-                ("DateCreated", iso(t)),
-            ];
+            out.push((t, message_params(&conv, &sid, index, author, t)));
             index += 1;
-            out.push((
-                t,
-                params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            ));
         };
         if t < end {
             push(t, &customer, &mut out);
@@ -143,91 +143,69 @@ pub fn messages(day: &SimDay, seed: u64) -> Vec<(i64, Callback)> {
     out
 }
 
-/// Posts the day. Returns what happened; prints progress every 5 s.
-pub async fn run(opts: &Options) -> Report {
-    let now = chrono::Utc::now().timestamp_millis();
-    let tasks = ((opts.rate as u64 * opts.duration) / 11).clamp(10, 200_000) as usize;
-    let mut day = realistic_day(&DayConfig {
-        seed: opts.seed,
-        tasks,
-        workers: opts.agents.max(1),
-        start_ms: 0,
-        ..DayConfig::default()
-    });
-    // Shift the day so that it ends now: realtime state (open tasks) is current.
-    let last = day
-        .callbacks
-        .last()
-        .and_then(|cb| get(cb, "TimestampMs"))
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0);
-    let shift = now - last;
-    shift_day(&mut day, shift);
-    let mut all: Vec<(i64, bool, Callback)> = day
-        .callbacks
-        .iter()
-        .map(|cb| {
-            let t = get(cb, "TimestampMs")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            (t, false, cb.clone())
-        })
-        .collect();
-    all.extend(
-        messages(&day, opts.seed)
-            .into_iter()
-            .map(|(t, cb)| (t, true, cb)),
-    );
-    all.extend(
-        channel_seeds(&day)
-            .into_iter()
-            .map(|(t, cb)| (t, false, cb)),
-    );
-    all.sort_by_key(|(t, _, _)| *t);
+/// Signs and posts requests, `concurrency` at a time, and counts the answers.
+struct Poster {
+    http: reqwest::Client,
+    base: String,
+    signed_base: String,
+    auth_token: String,
+    sem: Arc<tokio::sync::Semaphore>,
+    concurrency: usize,
+    /// Sent, acknowledged (204), refused (another status), errors (no answer).
+    counts: Arc<[AtomicU64; 4]>,
+    started: Instant,
+}
 
-    let base = opts
-        .url
-        .trim_end_matches("/ingress")
-        .trim_end_matches('/')
-        .to_owned();
-    let signed_base = opts
-        .public_url
-        .clone()
-        .unwrap_or_else(|| base.clone())
-        .trim_end_matches('/')
-        .to_owned();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(opts.concurrency)
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap_or_default();
-    let report = Arc::new([
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-    ]);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(opts.duration);
-    let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.rate.max(1) as f64));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut last_print = Instant::now();
-    for (_, is_msg, cb) in all {
-        if Instant::now() >= deadline {
-            break;
+impl Poster {
+    fn new(opts: &Options) -> Poster {
+        let base = opts
+            .url
+            .trim_end_matches("/ingress")
+            .trim_end_matches('/')
+            .to_owned();
+        let signed_base = opts
+            .public_url
+            .clone()
+            .unwrap_or_else(|| base.clone())
+            .trim_end_matches('/')
+            .to_owned();
+        let concurrency = opts.concurrency.max(1);
+        Poster {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(concurrency)
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap_or_default(),
+            base,
+            signed_base,
+            auth_token: opts.auth_token.clone(),
+            sem: Arc::new(tokio::sync::Semaphore::new(concurrency)),
+            concurrency,
+            counts: Arc::new(Default::default()),
+            started: Instant::now(),
         }
-        ticker.tick().await;
-        let Ok(permit) = sem.clone().acquire_owned().await else {
-            break;
+    }
+
+    /// Posts one request once a slot is free; false when posting is over.
+    async fn post(&self, message: bool, cb: &Callback) -> bool {
+        let Ok(permit) = self.sem.clone().acquire_owned().await else {
+            return false;
         };
-        let path = if is_msg { "/conversations" } else { "/ingress" };
-        let sig = signature::compute(&opts.auth_token, &format!("{signed_base}{path}"), &cb);
+        let path = if message {
+            "/conversations"
+        } else {
+            "/ingress"
+        };
+        let sig = signature::compute(&self.auth_token, &format!("{}{path}", self.signed_base), cb);
         let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(&cb)
+            .extend_pairs(cb)
             .finish();
-        report[0].fetch_add(1, Relaxed);
-        let (http, url, counts) = (http.clone(), format!("{base}{path}"), report.clone());
+        self.counts[0].fetch_add(1, Relaxed);
+        let (http, url, counts) = (
+            self.http.clone(),
+            format!("{}{path}", self.base),
+            self.counts.clone(),
+        );
         tokio::spawn(async move {
             let r = http
                 .post(url)
@@ -244,128 +222,499 @@ pub async fn run(opts: &Options) -> Report {
             counts[slot].fetch_add(1, Relaxed);
             drop(permit);
         });
-        if last_print.elapsed() >= Duration::from_secs(5) {
-            last_print = Instant::now();
-            eprintln!(
-                "simulate: {} sent, {} acknowledged, {} refused, {} errors",
-                report[0].load(Relaxed),
-                report[1].load(Relaxed),
-                report[2].load(Relaxed),
-                report[3].load(Relaxed)
-            );
+        true
+    }
+
+    fn progress(&self) -> String {
+        format!(
+            "{} sent, {} acknowledged, {} refused, {} errors",
+            self.counts[0].load(Relaxed),
+            self.counts[1].load(Relaxed),
+            self.counts[2].load(Relaxed),
+            self.counts[3].load(Relaxed)
+        )
+    }
+
+    /// Waits for the requests in flight.
+    async fn finish(self) -> Report {
+        let _ = self.sem.acquire_many(self.concurrency as u32).await;
+        Report {
+            sent: self.counts[0].load(Relaxed),
+            accepted: self.counts[1].load(Relaxed),
+            refused: self.counts[2].load(Relaxed),
+            errors: self.counts[3].load(Relaxed),
+            elapsed: self.started.elapsed(),
         }
     }
-    // Wait for the requests in flight.
-    let _ = sem.acquire_many(opts.concurrency.max(1) as u32).await;
-    let r = Report {
-        sent: report[0].load(Relaxed),
-        accepted: report[1].load(Relaxed),
-        refused: report[2].load(Relaxed),
-        errors: report[3].load(Relaxed),
-        elapsed: started.elapsed(),
-    };
-    print_expectations(&day);
+}
+
+/// Requests a planned day of `tasks` tasks makes, in time order.
+fn planned(opts: &Options, tasks: usize) -> (SimDay, Vec<(i64, bool, Callback)>) {
+    let day = realistic_day(&DayConfig {
+        seed: opts.seed,
+        tasks,
+        workers: opts.agents.max(1),
+        start_ms: 0,
+        ..DayConfig::default()
+    });
+    let mut all: Vec<(i64, bool, Callback)> = day
+        .callbacks
+        .iter()
+        .map(|cb| (ms_of(cb), false, cb.clone()))
+        .collect();
+    all.extend(
+        messages(&day, opts.seed)
+            .into_iter()
+            .map(|(t, cb)| (t, true, cb)),
+    );
+    all.extend(
+        channel_seeds(&day)
+            .into_iter()
+            .map(|(t, cb)| (t, false, cb)),
+    );
+    all.sort_by_key(|(t, _, _)| *t);
+    (day, all)
+}
+
+/// Posts a planned day. Returns what happened; prints progress every 5 s, and at the
+/// end whether the whole day was sent and what the summaries should show.
+pub async fn run(opts: &Options) -> Report {
+    let duration = opts.duration.unwrap_or(DEFAULT_DURATION);
+    // Size the day to what the rate and duration allow: a first guess, then the tasks
+    // scaled by how many requests a task turned out to make (callbacks, messages).
+    let budget = (opts.rate.max(1) as u64 * duration) as usize;
+    let guess = (budget / 16).clamp(10, 200_000);
+    let (mut day, mut all) = planned(opts, guess);
+    if all.len() > budget {
+        let fit = (guess as f64 * budget as f64 / all.len() as f64 * 0.97) as usize;
+        (day, all) = planned(opts, fit.max(10));
+    }
+    let (first, last) = (
+        all.first().map(|i| i.0).unwrap_or(0),
+        all.last().map(|i| i.0).unwrap_or(0),
+    );
+    // Shift the day so that it ends now: realtime state (open tasks) is current.
+    let shift = chrono::Utc::now().timestamp_millis() - last;
+    shift_day(&mut day, shift);
+    for (t, message, cb) in &mut all {
+        *t += shift;
+        if *message {
+            // Messages carry their time as DateCreated.
+            for (k, v) in cb.iter_mut() {
+                if k == "DateCreated" {
+                    *v = iso(*t);
+                }
+            }
+        } else {
+            shift_callback(cb, shift);
+        }
+    }
+    println!(
+        "simulate: a day of {} tasks and {} agents ({} of simulated time): {} requests at {} a second, {} s at most",
+        day.tasks.len(),
+        opts.agents.max(1),
+        hm(last - first),
+        all.len(),
+        opts.rate,
+        duration
+    );
+
+    let poster = Poster::new(opts);
+    let deadline = poster.started + Duration::from_secs(duration);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.rate.max(1) as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut last_print = Instant::now();
+    let mut sent = 0;
+    for (_, message, cb) in &all {
+        if Instant::now() >= deadline {
+            break;
+        }
+        ticker.tick().await;
+        if !poster.post(*message, cb).await {
+            break;
+        }
+        sent += 1;
+        if last_print.elapsed() >= Duration::from_secs(5) {
+            last_print = Instant::now();
+            eprintln!("simulate: {}", poster.progress());
+        }
+    }
+    let r = poster.finish().await;
+    let expect = Expectations::from_callbacks(all[..sent].iter().filter(|i| !i.1).map(|i| &i.2));
+    if sent == all.len() {
+        println!("the whole simulated day was sent ({sent} requests).");
+        expect.print(
+            "expected once everything is applied (the whole simulated day, 15 s threshold):",
+        );
+    } else {
+        let at = all[sent.saturating_sub(1)].0;
+        println!(
+            "stopped after {duration} s (--duration) at {} into the {} simulated day: {sent} of {} requests sent ({:.1} %); the last {} of the day was not sent.",
+            hm(at - (first + shift)),
+            hm(last - first),
+            all.len(),
+            sent as f64 * 100.0 / all.len().max(1) as f64,
+            hm(last + shift - at),
+        );
+        expect.print("expected once what was sent is applied (the day up to where it stopped, 15 s threshold):");
+    }
     r
 }
 
-/// Every worker channel's capacity and availability at the start of the day, as
-/// `worker.capacity.update` callbacks: without TaskRouter's REST API (which `simulate`
-/// cannot offer), channels that never change would stay unknown. Later changes in the
-/// day override them; the final state is the simulator's ground truth.
-pub fn channel_seeds(day: &SimDay) -> Vec<(i64, Callback)> {
-    let first = day
-        .callbacks
-        .first()
-        .and_then(|cb| get(cb, "TimestampMs"))
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0);
-    let mut out = Vec::new();
-    for (i, w) in day.workers.iter().enumerate() {
-        for (j, c) in w.channels.iter().enumerate() {
-            let t = first - 1_000 + (i * 10 + j) as i64;
-            let params = [
-                ("EventType", "worker.capacity.update".to_owned()),
-                (
-                    "Sid",
-                    format!("EV{:030x}{:02x}", i as u128 * 1000 + j as u128, 0xcc),
-                ),
-                ("ResourceType", "worker".to_owned()),
-                ("ResourceSid", w.sid.clone()),
-                ("WorkerSid", w.sid.clone()),
-                ("WorkerName", w.name.clone()),
-                ("TaskChannelUniqueName", c.unique_name.clone()),
-                ("TaskChannelSid", c.task_channel_sid.clone()),
-                ("WorkerChannelCapacity", c.capacity.to_string()),
-                ("WorkerChannelAvailable", c.available.to_string()),
-                ("TimestampMs", t.to_string()),
-                ("Timestamp", (t / 1000).to_string()),
-            ];
-            out.push((
-                t,
-                params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            ));
+/// Moves a callback's times by `shift` ms.
+fn shift_callback(cb: &mut Callback, shift: i64) {
+    for (k, v) in cb.iter_mut() {
+        let Ok(n) = v.parse::<i64>() else { continue };
+        *v = match k.as_str() {
+            "TimestampMs" => (n + shift).to_string(),
+            "Timestamp" | "TaskDateCreated" | "TaskQueueEnteredDate" => {
+                ((n * 1000 + shift) / 1000).to_string()
+            }
+            _ => continue,
+        };
+    }
+}
+
+/// What the posted stream says about the floor now (for the live run's status line).
+#[derive(Default)]
+struct Tally {
+    created: u64,
+    abandoned: u64,
+    messages: u64,
+    activity: HashMap<String, String>,
+    open: HashMap<String, String>,
+}
+
+impl Tally {
+    fn add(&mut self, message: bool, cb: &Callback) {
+        if message {
+            self.messages += 1;
+            return;
+        }
+        let kind = get(cb, "EventType").unwrap_or_default();
+        match kind {
+            "task.created" => self.created += 1,
+            "task.canceled" => self.abandoned += 1,
+            _ => {}
+        }
+        if let (Some(w), Some(a)) = (get(cb, "WorkerSid"), get(cb, "WorkerActivityName")) {
+            self.activity.insert(w.to_owned(), a.to_owned());
+        }
+        if let (Some(t), Some(s)) = (get(cb, "TaskSid"), get(cb, "TaskAssignmentStatus")) {
+            if matches!(s, "completed" | "canceled") {
+                self.open.remove(t);
+            } else {
+                self.open.insert(t.to_owned(), s.to_owned());
+            }
         }
     }
-    out
+
+    /// The status line, and the counters restarted.
+    fn line(&mut self, per: &str) -> String {
+        let on = self.activity.values().filter(|a| *a != "Offline").count();
+        let breaks = self.activity.values().filter(|a| *a == "Break").count();
+        let waiting = self
+            .open
+            .values()
+            .filter(|s| matches!(s.as_str(), "pending" | "reserved"))
+            .count();
+        let line = format!(
+            "{} tasks, {} abandoned, {} messages {per}; now {} agents signed on ({} on a break), {} tasks open, {} waiting",
+            self.created,
+            self.abandoned,
+            self.messages,
+            on,
+            breaks,
+            self.open.len(),
+            waiting
+        );
+        (self.created, self.abandoned, self.messages) = (0, 0, 0);
+        line
+    }
+}
+
+/// Runs the live floor: the last `history` written as fast as `--rate` allows, then
+/// each event when its time comes, until `stop` resolves or, after the history,
+/// `--duration` seconds have passed.
+pub async fn run_live(opts: &Options, history: Duration, stop: impl Future<Output = ()>) -> Report {
+    tokio::pin!(stop);
+    let now = chrono::Utc::now().timestamp_millis();
+    let start = now - history.as_millis() as i64;
+    let cfg = LiveConfig::new(opts.seed, opts.agents.max(1), start);
+    println!(
+        "simulate: a live contact center of {} agents, about {:.0} tasks an hour (one every {:.0} s): first the last {} of history at up to {} requests a second, then in real time{}",
+        cfg.agents,
+        cfg.tasks_per_hour,
+        3600.0 / cfg.tasks_per_hour.max(1.0),
+        hm(now - start),
+        opts.rate,
+        match opts.duration {
+            Some(d) => format!(" for {d} s"),
+            None => ", until Ctrl-C".to_owned(),
+        }
+    );
+    let mut stream = LiveStream::new(&cfg);
+    let poster = Poster::new(opts);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.rate.max(1) as f64));
+    // After a wait for real time, no burst: the rate applies to the history only.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tally = Tally::default();
+    let mut live_since: Option<(Instant, u64)> = None;
+    let mut last_print = Instant::now();
+    loop {
+        let item = stream.next_item();
+        let now = chrono::Utc::now().timestamp_millis();
+        if item.at_ms > now {
+            let (since, _) = *live_since.get_or_insert_with(|| {
+                println!(
+                    "simulate: history written ({}, {} requests in {:.0} s); now live: {}",
+                    hm(now - start),
+                    poster.counts[0].load(Relaxed),
+                    poster.started.elapsed().as_secs_f64(),
+                    tally.line("in the history")
+                );
+                last_print = Instant::now();
+                (Instant::now(), poster.counts[0].load(Relaxed))
+            });
+            let left = opts.duration.map(|d| {
+                (since + Duration::from_secs(d)).saturating_duration_since(Instant::now())
+            });
+            let wait = Duration::from_millis((item.at_ms - now) as u64);
+            if left.is_some_and(|l| l <= wait) {
+                if let Some(l) = left {
+                    tokio::time::sleep(l).await;
+                }
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut stop => break,
+            }
+        } else {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = &mut stop => break,
+            }
+        }
+        if !poster.post(item.message, &item.params).await {
+            break;
+        }
+        tally.add(item.message, &item.params);
+        let every = if live_since.is_some() { 60 } else { 5 };
+        if last_print.elapsed() >= Duration::from_secs(every) {
+            last_print = Instant::now();
+            if live_since.is_some() {
+                println!(
+                    "live {}: {}",
+                    chrono::Local::now().format("%H:%M:%S"),
+                    tally.line("in the last minute")
+                );
+            } else {
+                eprintln!(
+                    "simulate: history up to {} of {} written ({})",
+                    hm(item.at_ms - start),
+                    hm(now - start),
+                    poster.progress()
+                );
+            }
+        }
+    }
+    let r = poster.finish().await;
+    println!("simulate: stopped; {}", tally.line("since the last line"));
+    r
+}
+
+/// What the summaries should show once a set of callbacks is applied.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expectations {
+    pub by_status: BTreeMap<String, usize>,
+    /// Per queue: accepted within 15 s, accepted, abandoned (after 5 s or more).
+    pub queues: BTreeMap<String, (i64, i64, i64)>,
+    /// Capacity per channel of available workers' available channels.
+    pub capacity: BTreeMap<String, i64>,
+}
+
+impl Expectations {
+    /// From the simulator's ground truth for a whole day.
+    pub fn from_truth(day: &SimDay) -> Expectations {
+        let mut e = Expectations::default();
+        for t in &day.tasks {
+            *e.by_status.entry(t.final_status.clone()).or_default() += 1;
+            let q = e.queues.entry(t.queue_name.clone()).or_default();
+            if let Some(a) = t.answered_in {
+                q.1 += 1;
+                if a <= 15 {
+                    q.0 += 1;
+                }
+            } else if t.canceled_wait_s.is_some_and(|w| w >= 5) {
+                q.2 += 1;
+            }
+        }
+        for w in day
+            .workers
+            .iter()
+            .filter(|w| !w.deleted && w.final_available)
+        {
+            for c in w.channels.iter().filter(|c| c.available) {
+                *e.capacity.entry(c.unique_name.clone()).or_default() += c.capacity;
+            }
+        }
+        e
+    }
+
+    /// From the TaskRouter callbacks themselves (channel seeds included), in time
+    /// order: right for any prefix of a day, not only the whole of it.
+    pub fn from_callbacks<'a>(callbacks: impl Iterator<Item = &'a Callback>) -> Expectations {
+        #[derive(Default)]
+        struct T {
+            queue: String,
+            status: String,
+            answered_in: Option<i64>,
+            canceled_wait: Option<i64>,
+        }
+        let num = |cb: &Callback, k: &str| get(cb, k).and_then(|v| v.parse::<i64>().ok());
+        let mut tasks: BTreeMap<String, T> = BTreeMap::new();
+        let mut available: HashMap<String, bool> = HashMap::new();
+        let mut activity: HashMap<String, String> = HashMap::new();
+        let mut deleted: HashSet<String> = HashSet::new();
+        let mut channels: BTreeMap<(String, String), (i64, bool)> = BTreeMap::new();
+        for cb in callbacks {
+            let kind = get(cb, "EventType").unwrap_or_default();
+            if kind == "activity.created" {
+                if let Some(name) = get(cb, "ActivityName") {
+                    available.insert(
+                        name.to_owned(),
+                        get(cb, "ActivityAvailable") == Some("true"),
+                    );
+                }
+            }
+            if let Some(sid) = get(cb, "TaskSid") {
+                let t = tasks.entry(sid.to_owned()).or_default();
+                if let Some(q) = get(cb, "TaskQueueName") {
+                    t.queue = q.to_owned();
+                }
+                if let Some(s) = get(cb, "TaskAssignmentStatus") {
+                    t.status = s.to_owned();
+                }
+                match kind {
+                    "reservation.accepted" if t.answered_in.is_none() => {
+                        t.answered_in = num(cb, "TaskAge")
+                    }
+                    "task.canceled" => t.canceled_wait = num(cb, "TaskAge"),
+                    _ => {}
+                }
+            }
+            let Some(w) = get(cb, "WorkerSid") else {
+                continue;
+            };
+            if let Some(a) = get(cb, "WorkerActivityName") {
+                activity.insert(w.to_owned(), a.to_owned());
+            }
+            if kind == "worker.deleted" {
+                deleted.insert(w.to_owned());
+            }
+            if matches!(
+                kind,
+                "worker.capacity.update" | "worker.channel.availability.update"
+            ) {
+                if let Some(ch) = get(cb, "TaskChannelUniqueName") {
+                    let c = channels.entry((w.to_owned(), ch.to_owned())).or_default();
+                    c.0 = num(cb, "WorkerChannelCapacity").unwrap_or(c.0);
+                    c.1 = get(cb, "WorkerChannelAvailable").map_or(c.1, |v| v == "true");
+                }
+            }
+        }
+        let mut e = Expectations::default();
+        for t in tasks.values() {
+            *e.by_status.entry(t.status.clone()).or_default() += 1;
+            let q = e.queues.entry(t.queue.clone()).or_default();
+            if let Some(a) = t.answered_in {
+                q.1 += 1;
+                if a <= 15 {
+                    q.0 += 1;
+                }
+            } else if t.canceled_wait.is_some_and(|w| w >= 5) {
+                q.2 += 1;
+            }
+        }
+        for ((w, ch), (capacity, on)) in channels {
+            let works = activity
+                .get(&w)
+                .and_then(|a| available.get(a))
+                .copied()
+                .unwrap_or(false);
+            if works && on && !deleted.contains(&w) {
+                *e.capacity.entry(ch).or_default() += capacity;
+            }
+        }
+        e
+    }
+
+    fn print(&self, header: &str) {
+        println!("{header}");
+        println!("  tasks by status: {:?}", self.by_status);
+        for (q, (within, accepted, abandoned)) in &self.queues {
+            let den = accepted + abandoned;
+            let sl = if den > 0 {
+                format!("{:.2} %", *within as f64 * 100.0 / den as f64)
+            } else {
+                "n/a".into()
+            };
+            println!("  queue {q}: service level {sl} ({within} within / {accepted} accepted + {abandoned} abandoned)");
+        }
+        println!(
+            "  capacity per channel (available workers, available channels): {:?}",
+            self.capacity
+        );
+    }
 }
 
 fn shift_day(day: &mut SimDay, shift: i64) {
     for cb in &mut day.callbacks {
-        for (k, v) in cb.iter_mut() {
-            let Ok(n) = v.parse::<i64>() else { continue };
-            *v = match k.as_str() {
-                "TimestampMs" => (n + shift).to_string(),
-                "Timestamp" | "TaskDateCreated" | "TaskQueueEnteredDate" => {
-                    ((n * 1000 + shift) / 1000).to_string()
-                }
-                _ => continue,
-            };
-        }
+        shift_callback(cb, shift);
     }
     for t in &mut day.tasks {
         t.created_ms += shift;
     }
 }
 
-/// What the summaries should show once everything sent was applied (the whole day).
-fn print_expectations(day: &SimDay) {
-    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut queues: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
-    for t in &day.tasks {
-        *by_status.entry(&t.final_status).or_default() += 1;
-        let q = queues.entry(&t.queue_name).or_default();
-        if let Some(a) = t.answered_in {
-            q.1 += 1;
-            if a <= 15 {
-                q.0 += 1;
-            }
-        } else if t.canceled_wait_s.is_some_and(|w| w >= 5) {
-            q.2 += 1;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The expectations read from the callbacks alone equal the ground truth for a whole
+    /// day, and for a prefix they count only what it holds.
+    #[test]
+    fn expectations_from_callbacks_match_the_truth() {
+        for (seed, workers, tasks) in [(1, 20, 400), (2, 3, 60), (3, 12, 300)] {
+            let day = realistic_day(&DayConfig {
+                seed,
+                workers,
+                tasks,
+                ..DayConfig::default()
+            });
+            let mut all: Vec<(i64, Callback)> = channel_seeds(&day);
+            all.extend(day.callbacks.iter().map(|cb| (ms_of(cb), cb.clone())));
+            all.sort_by_key(|(t, _)| *t);
+            let from = Expectations::from_callbacks(all.iter().map(|(_, cb)| cb));
+            assert_eq!(from, Expectations::from_truth(&day), "seed {seed}");
+            let half = Expectations::from_callbacks(all[..all.len() / 2].iter().map(|(_, cb)| cb));
+            let created = all[..all.len() / 2]
+                .iter()
+                .filter(|(_, cb)| get(cb, "EventType") == Some("task.created"))
+                .count();
+            assert_eq!(half.by_status.values().sum::<usize>(), created);
+            assert!(created < tasks);
         }
     }
-    let mut capacity: BTreeMap<&str, i64> = BTreeMap::new();
-    for w in day
-        .workers
-        .iter()
-        .filter(|w| !w.deleted && w.final_available)
-    {
-        for c in w.channels.iter().filter(|c| c.available) {
-            *capacity.entry(&c.unique_name).or_default() += c.capacity;
+
+    #[test]
+    fn messages_follow_their_tasks() {
+        let day = realistic_day(&DayConfig::default());
+        let m = messages(&day, 1);
+        assert!(!m.is_empty());
+        for (t, cb) in &m {
+            assert_eq!(get(cb, "DateCreated").map(str::to_owned), Some(iso(*t)));
         }
     }
-    println!("expected once everything is applied (the whole simulated day, 15 s threshold):");
-    println!("  tasks by status: {by_status:?}");
-    for (q, (within, accepted, abandoned)) in queues {
-        let den = accepted + abandoned;
-        let sl = if den > 0 {
-            format!("{:.2} %", within as f64 * 100.0 / den as f64)
-        } else {
-            "n/a".into()
-        };
-        println!("  queue {q}: service level {sl} ({within} within / {accepted} accepted + {abandoned} abandoned)");
-    }
-    println!("  capacity per channel (available workers, available channels): {capacity:?}");
-    println!(
-        "  (channels that never changed during the day are known only to TaskRouter's REST API)"
-    );
 }

@@ -14,6 +14,7 @@ mod faults;
 mod harness;
 mod ingest;
 mod jobs;
+mod live;
 mod oai;
 mod outage;
 mod poison;
