@@ -126,9 +126,26 @@ async fn find_postgres() -> anyhow::Result<String> {
         Err(f) => f,
     };
     let from_env = std::env::var("DATABASE_URL").is_ok();
-    let installed = std::path::Path::new("/usr/lib/postgresql").exists()
-        || which("pg_ctlcluster")
-        || which("postgres");
+    let is_installed = || {
+        std::path::Path::new("/usr/lib/postgresql").exists()
+            || which("pg_ctlcluster")
+            || which("postgres")
+    };
+    let mut installed = is_installed();
+    if !from_env && !installed {
+        // A fresh machine: the quick start must still work end to end.
+        eprintln!(
+            "demo: no Postgres is installed here; installing Debian's postgresql package \
+             (apt-get install postgresql{})",
+            if is_root() { "" } else { ", with sudo" }
+        );
+        install_postgres()?;
+        installed = is_installed();
+        match first_login(&logins).await {
+            Ok(url) => return Ok(url),
+            Err(f) => failed = f,
+        }
+    }
     // Installed but stopped? Start the newest cluster (Debian's layout).
     if !from_env && installed && failed.iter().all(|(_, e)| no_server(e)) {
         let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
@@ -166,7 +183,57 @@ async fn find_postgres() -> anyhow::Result<String> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    // It answers but lets nobody in: as root, act as the postgres OS user (peer login)
+    // to give root a role of its own, after saying so.
+    if !from_env && installed && is_root() && !failed.iter().all(|(_, e)| no_server(e)) {
+        eprintln!(
+            "demo: Postgres lets none of the logins in; creating a superuser role `root` for \
+             peer login over the socket (runuser -u postgres -- createuser -s root)"
+        );
+        let made = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", "createuser", "-s", "root"])
+            .current_dir("/")
+            .status();
+        if made.is_ok_and(|s| s.success()) {
+            match first_login(&logins).await {
+                Ok(url) => return Ok(url),
+                Err(f) => failed = f,
+            }
+        }
+    }
     bail!(advice(&failed, from_env, installed, os_user().as_deref()))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `apt-get install postgresql` (through sudo unless root), updating the package lists
+/// when the first try fails; Debian's package creates and starts a cluster.
+fn install_postgres() -> anyhow::Result<()> {
+    let apt = |args: &[&str]| {
+        let mut c = if is_root() {
+            std::process::Command::new("apt-get")
+        } else {
+            let mut c = std::process::Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        c.args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if apt(&["install", "-y", "-qq", "postgresql"])
+        || (apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "postgresql"]))
+    {
+        return Ok(());
+    }
+    bail!(
+        "could not install Postgres (apt-get install postgresql failed); install it yourself, \
+         or set DATABASE_URL to a server where you may create a database"
+    )
 }
 
 /// Why `demo` found no Postgres to use, and what to do: each login tried with its error,
