@@ -9,6 +9,7 @@
 //! into the callbacks, so the two can never disagree.
 
 pub mod demo;
+pub mod expectations;
 pub mod live;
 mod requests;
 pub mod simulate;

@@ -4,7 +4,7 @@
 
 use super::{Callback, SimDay, WorkerTruth};
 
-fn get<'a>(cb: &'a Callback, k: &str) -> Option<&'a str> {
+pub(super) fn get<'a>(cb: &'a Callback, k: &str) -> Option<&'a str> {
     cb.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 

@@ -9,12 +9,13 @@
 //!   as fast as `--rate` allows, then every event when its time comes, until stopped.
 
 use crate::ingest::signature;
+use crate::sim::expectations::Expectations;
 use crate::sim::live::{LiveConfig, LiveStream};
 pub use crate::sim::requests::{channel_seeds, channel_seeds_for, message_params};
-use crate::sim::requests::{iso, ms_of};
+use crate::sim::requests::{get, iso, ms_of};
 use crate::sim::{realistic_day, Callback, DayConfig, SimDay};
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -47,10 +48,6 @@ pub struct Report {
     pub refused: u64,
     pub errors: u64,
     pub elapsed: Duration,
-}
-
-fn get<'a>(cb: &'a Callback, k: &str) -> Option<&'a str> {
-    cb.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
 /// h:mm of a duration in ms.
@@ -522,151 +519,6 @@ pub async fn run_live(opts: &Options, history: Duration, stop: impl Future<Outpu
     let r = poster.finish().await;
     println!("simulate: stopped; {}", tally.line("since the last line"));
     r
-}
-
-/// What the summaries should show once a set of callbacks is applied.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Expectations {
-    pub by_status: BTreeMap<String, usize>,
-    /// Per queue: accepted within 15 s, accepted, abandoned (after 5 s or more).
-    pub queues: BTreeMap<String, (i64, i64, i64)>,
-    /// Capacity per channel of available workers' available channels.
-    pub capacity: BTreeMap<String, i64>,
-}
-
-impl Expectations {
-    /// From the simulator's ground truth for a whole day.
-    pub fn from_truth(day: &SimDay) -> Expectations {
-        let mut e = Expectations::default();
-        for t in &day.tasks {
-            *e.by_status.entry(t.final_status.clone()).or_default() += 1;
-            let q = e.queues.entry(t.queue_name.clone()).or_default();
-            if let Some(a) = t.answered_in {
-                q.1 += 1;
-                if a <= 15 {
-                    q.0 += 1;
-                }
-            } else if t.canceled_wait_s.is_some_and(|w| w >= 5) {
-                q.2 += 1;
-            }
-        }
-        for w in day
-            .workers
-            .iter()
-            .filter(|w| !w.deleted && w.final_available)
-        {
-            for c in w.channels.iter().filter(|c| c.available) {
-                *e.capacity.entry(c.unique_name.clone()).or_default() += c.capacity;
-            }
-        }
-        e
-    }
-
-    /// From the TaskRouter callbacks themselves (channel seeds included), in time
-    /// order: right for any prefix of a day, not only the whole of it.
-    pub fn from_callbacks<'a>(callbacks: impl Iterator<Item = &'a Callback>) -> Expectations {
-        #[derive(Default)]
-        struct T {
-            queue: String,
-            status: String,
-            answered_in: Option<i64>,
-            canceled_wait: Option<i64>,
-        }
-        let num = |cb: &Callback, k: &str| get(cb, k).and_then(|v| v.parse::<i64>().ok());
-        let mut tasks: BTreeMap<String, T> = BTreeMap::new();
-        let mut available: HashMap<String, bool> = HashMap::new();
-        let mut activity: HashMap<String, String> = HashMap::new();
-        let mut deleted: HashSet<String> = HashSet::new();
-        let mut channels: BTreeMap<(String, String), (i64, bool)> = BTreeMap::new();
-        for cb in callbacks {
-            let kind = get(cb, "EventType").unwrap_or_default();
-            if kind == "activity.created" {
-                if let Some(name) = get(cb, "ActivityName") {
-                    available.insert(
-                        name.to_owned(),
-                        get(cb, "ActivityAvailable") == Some("true"),
-                    );
-                }
-            }
-            if let Some(sid) = get(cb, "TaskSid") {
-                let t = tasks.entry(sid.to_owned()).or_default();
-                if let Some(q) = get(cb, "TaskQueueName") {
-                    t.queue = q.to_owned();
-                }
-                if let Some(s) = get(cb, "TaskAssignmentStatus") {
-                    t.status = s.to_owned();
-                }
-                match kind {
-                    "reservation.accepted" if t.answered_in.is_none() => {
-                        t.answered_in = num(cb, "TaskAge")
-                    }
-                    "task.canceled" => t.canceled_wait = num(cb, "TaskAge"),
-                    _ => {}
-                }
-            }
-            let Some(w) = get(cb, "WorkerSid") else {
-                continue;
-            };
-            if let Some(a) = get(cb, "WorkerActivityName") {
-                activity.insert(w.to_owned(), a.to_owned());
-            }
-            if kind == "worker.deleted" {
-                deleted.insert(w.to_owned());
-            }
-            if matches!(
-                kind,
-                "worker.capacity.update" | "worker.channel.availability.update"
-            ) {
-                if let Some(ch) = get(cb, "TaskChannelUniqueName") {
-                    let c = channels.entry((w.to_owned(), ch.to_owned())).or_default();
-                    c.0 = num(cb, "WorkerChannelCapacity").unwrap_or(c.0);
-                    c.1 = get(cb, "WorkerChannelAvailable").map_or(c.1, |v| v == "true");
-                }
-            }
-        }
-        let mut e = Expectations::default();
-        for t in tasks.values() {
-            *e.by_status.entry(t.status.clone()).or_default() += 1;
-            let q = e.queues.entry(t.queue.clone()).or_default();
-            if let Some(a) = t.answered_in {
-                q.1 += 1;
-                if a <= 15 {
-                    q.0 += 1;
-                }
-            } else if t.canceled_wait.is_some_and(|w| w >= 5) {
-                q.2 += 1;
-            }
-        }
-        for ((w, ch), (capacity, on)) in channels {
-            let works = activity
-                .get(&w)
-                .and_then(|a| available.get(a))
-                .copied()
-                .unwrap_or(false);
-            if works && on && !deleted.contains(&w) {
-                *e.capacity.entry(ch).or_default() += capacity;
-            }
-        }
-        e
-    }
-
-    fn print(&self, header: &str) {
-        println!("{header}");
-        println!("  tasks by status: {:?}", self.by_status);
-        for (q, (within, accepted, abandoned)) in &self.queues {
-            let den = accepted + abandoned;
-            let sl = if den > 0 {
-                format!("{:.2} %", *within as f64 * 100.0 / den as f64)
-            } else {
-                "n/a".into()
-            };
-            println!("  queue {q}: service level {sl} ({within} within / {accepted} accepted + {abandoned} abandoned)");
-        }
-        println!(
-            "  capacity per channel (available workers, available channels): {:?}",
-            self.capacity
-        );
-    }
 }
 
 fn shift_day(day: &mut SimDay, shift: i64) {
