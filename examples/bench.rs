@@ -15,11 +15,11 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use taskrouter_summarizer::ingest::signature;
-use taskrouter_summarizer::sim::{realistic_day, DayConfig};
+use taskrouter_summarizer::sim::simulate::plan;
 
 const TOKEN: &str = "bench-token";
 const PUBLIC: &str = "https://bench.test";
@@ -41,18 +41,25 @@ fn config(dir: &std::path::Path, port: u16, db: &str, extra: &str) -> std::path:
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{PUBLIC}\"\n\
              admin_listen = \"\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
-             [queue]\npath = \"{}\"\nworkers = 4\n\
+             [queue]\npath = \"{}\"\nworkers = 4\n{}\n\
              [postgres]\nurl = \"{db}\"\npool_size = 8\nconnect_timeout_secs = 1\n\
              [twilio]\nauth_token = \"{TOKEN}\"\n{extra}\n[log]\nlevel = \"warn\"\n",
-            dir.join("queue").display()
+            dir.join("queue").display(),
+            // BENCH_QUEUE="in_flight_mb = 8" tries a queue setting.
+            std::env::var("BENCH_QUEUE").unwrap_or_default()
         ),
     )
     .expect("config");
     p
 }
 
+/// The binary under test: `BENCH_BIN`, or this checkout's release build.
+fn binary() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| "target/release/taskrouter-summarizer".into())
+}
+
 fn serve(cfg: &std::path::Path) -> Child {
-    Command::new("target/release/taskrouter-summarizer")
+    Command::new(binary())
         .arg("--config")
         .arg(cfg)
         .arg("serve")
@@ -122,11 +129,15 @@ impl Load {
     }
 }
 
-/// Posts signed bodies from `bodies` (each at most once) with `clients` concurrent
-/// clients for `secs`, as fast as possible or paced at `rate` per second overall.
+/// A signed request: its path, form body and signature.
+type Body = (&'static str, String, String);
+
+/// Posts signed bodies from `bodies` (each at most once) to `base` with `clients`
+/// concurrent clients for `secs`, as fast as possible or paced at `rate` per second
+/// overall.
 async fn load(
     url: &str,
-    bodies: &Arc<Vec<(String, String)>>,
+    bodies: &Arc<Vec<Body>>,
     next: &Arc<AtomicUsize>,
     clients: usize,
     rate: Option<u32>,
@@ -157,12 +168,12 @@ async fn load(
                     due += p;
                 }
                 let i = next.fetch_add(1, Relaxed);
-                let Some((body, sig)) = bodies.get(i) else {
+                let Some((path, body, sig)) = bodies.get(i) else {
                     break;
                 };
                 let t = Instant::now();
                 let r = http
-                    .post(&url)
+                    .post(format!("{url}{path}"))
                     .header("content-type", "application/x-www-form-urlencoded")
                     .header("x-twilio-signature", sig)
                     .body(body.clone())
@@ -287,7 +298,7 @@ async fn admin_db(admin: &str, name: &str) -> String {
 }
 
 fn migrate(cfg: &std::path::Path) {
-    let st = Command::new("target/release/taskrouter-summarizer")
+    let st = Command::new(binary())
         .arg("--config")
         .arg(cfg)
         .arg("migrate")
@@ -296,6 +307,23 @@ fn migrate(cfg: &std::path::Path) {
         .status()
         .expect("migrate");
     assert!(st.success());
+}
+
+/// Samples a process's RSS every 200 ms until aborted: the peak so far, in KiB.
+fn watch_rss(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let peak = Arc::new(AtomicU64::new(0));
+    let p = peak.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            p.fetch_max(rss_kib(pid), Relaxed);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (peak, task)
+}
+
+fn mib(kib: &AtomicU64) -> f64 {
+    kib.load(Relaxed) as f64 / 1024.0
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -318,23 +346,28 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
 
-    // Signed bodies of realistic days (distinct seeds give distinct sids), prepared
-    // before any clock starts.
+    // Signed requests of simulated days as `simulate` sends them (TaskRouter callbacks
+    // and Conversations messages; distinct seeds give distinct sids), prepared before
+    // any clock starts. BENCH_AGENTS sets the center's size (200; 20 for a small one).
+    let agents: usize = std::env::var("BENCH_AGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let mut bodies = Vec::new();
     let mut seed = 1;
     while bodies.len() < 900_000 {
-        let day = realistic_day(&DayConfig {
-            seed,
-            tasks: 5000,
-            workers: 80,
-            ..DayConfig::default()
-        });
-        for cb in day.callbacks {
-            let sig = signature::compute(TOKEN, &format!("{PUBLIC}/ingress"), &cb);
+        let (_, day) = plan(seed, agents, 5000, 1_767_254_400_000);
+        for (_, message, cb) in day {
+            let path = if message {
+                "/conversations"
+            } else {
+                "/ingress"
+            };
+            let sig = signature::compute(TOKEN, &format!("{PUBLIC}{path}"), &cb);
             let body = form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(&cb)
                 .finish();
-            bodies.push((body, sig));
+            bodies.push((path, body, sig));
         }
         seed += 1;
     }
@@ -353,7 +386,7 @@ async fn main() {
 
     // (a) ingest.
     let ceiling_port = bare_server().await;
-    let ceiling_url = format!("http://127.0.0.1:{ceiling_port}/ingress");
+    let ceiling_url = format!("http://127.0.0.1:{ceiling_port}");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -371,15 +404,7 @@ async fn main() {
             secs,
         )
         .await;
-        let s = load(
-            &format!("{base}/ingress"),
-            &bodies,
-            &next,
-            clients,
-            None,
-            secs,
-        )
-        .await;
+        let s = load(&base, &bodies, &next, clients, None, secs).await;
         report.push(s.line(&format!("ingest, {clients} clients")));
         report.push(c.line(&format!("  ceiling (bare hyper 204), {clients} clients")));
         report.push(format!(
@@ -389,15 +414,7 @@ async fn main() {
         println!("{}", report[report.len() - 3..].join("\n"));
     }
     if fill {
-        let s = load(
-            &format!("{base}/ingress"),
-            &bodies,
-            &next,
-            64,
-            Some(2000),
-            secs,
-        )
-        .await;
+        let s = load(&base, &bodies, &next, 64, Some(2000), secs).await;
         report.push(s.line("ingest, steady 2,000/s"));
         println!("{}", report.last().expect("line"));
     }
@@ -411,6 +428,7 @@ async fn main() {
         migrate(&cfg);
         let started = Instant::now();
         let child = serve(&cfg);
+        let (peak, sampler) = watch_rss(child.id());
         wait_up(&http, &base).await;
         let depth0: u64 = loop {
             if let Some(d) = queue_depth(&http, &base).await {
@@ -424,11 +442,13 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let drain = started.elapsed().as_secs_f64();
+        sampler.abort();
         stop(child);
         report.push(format!(
-        "drain: {depth0} queued events (of {queued} acked) into Postgres in {drain:.1} s = {:.0} events/s (start-up included)",
-        depth0 as f64 / drain
-    ));
+            "drain ({agents} agents): {depth0} queued events (of {queued} acked) into Postgres in {drain:.1} s = {:.0} events/s (start-up included); peak RSS {:.1} MiB",
+            depth0 as f64 / drain,
+            mib(&peak)
+        ));
         // Ceiling: pgbench, 4 clients, each transaction a batched upsert of 1,000 events and
         // the matching state rows (the same shape of work, without the rules).
         let script = dir.path().join("upsert.sql");
@@ -485,7 +505,7 @@ async fn main() {
         let mut filled = 0;
         while filled < target {
             let before = next.load(Relaxed);
-            load(&format!("{base}/ingress"), &bodies, &next, 64, None, 5).await;
+            load(&base, &bodies, &next, 64, None, 5).await;
             if next.load(Relaxed) == before {
                 break; // out of bodies
             }
@@ -506,24 +526,27 @@ async fn main() {
         )
         .await;
         let child = serve(&up);
+        let (peak, sampler) = watch_rss(child.id());
         wait_up(&http, &base).await;
         let depth0 = queue_depth(&http, &base).await.unwrap_or(0);
-        let burst = load(&format!("{base}/ingress"), &bodies, &next, 64, None, secs).await;
+        let burst = load(&base, &bodies, &next, 64, None, secs).await;
         let after = queue_depth(&http, &base).await.unwrap_or(0);
         let t = Instant::now();
         while queue_depth(&http, &base).await != Some(0) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let catch_up = t.elapsed().as_secs_f64();
+        sampler.abort();
         stop(child);
         report.push(burst.line(&format!(
             "ingest while draining ({depth0} queued at the start), 64 clients"
         )));
         report.push(c.line("  ceiling (bare hyper 204), 64 clients, same run"));
         report.push(format!(
-            "  ratio {:.2}; {after} left queued after the burst, drained in {catch_up:.1} s ({:.0} events/s)",
+            "  ratio {:.2}; {after} left queued after the burst, drained in {catch_up:.1} s ({:.0} events/s); peak RSS {:.1} MiB",
             burst.acks as f64 / burst.secs / (c.acks as f64 / c.secs),
-            after as f64 / catch_up.max(0.001)
+            after as f64 / catch_up.max(0.001),
+            mib(&peak)
         ));
         println!("{}", report[report.len() - 3..].join("\n"));
     }
@@ -611,32 +634,22 @@ async fn main() {
         let _ = std::fs::remove_dir_all(dir.path().join("queue"));
         let child = serve(&cfg);
         wait_up(&http, &base).await;
-        let pid = child.id();
-        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let sampler = {
-            let peak = peak.clone();
-            tokio::spawn(async move {
-                loop {
-                    peak.fetch_max(rss_kib(pid), Relaxed);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            })
-        };
+        let (peak, sampler) = watch_rss(child.id());
         let s = load(
-            &format!("{base}/ingress"),
+            &base,
             &bodies,
             &next,
             64,
             Some(5000),
-            secs.max(20),
+            std::env::var("BENCH_RSS_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60),
         )
         .await;
         sampler.abort();
-        report.push(s.line("steady 5,000/s with Postgres applying"));
-        report.push(format!(
-            "  peak RSS of serve: {:.1} MiB",
-            peak.load(Relaxed) as f64 / 1024.0
-        ));
+        report.push(s.line("steady 5,000/s with Postgres applying (the simulate mix)"));
+        report.push(format!("  peak RSS of serve: {:.1} MiB", mib(&peak)));
         println!("{}", report[report.len() - 2..].join("\n"));
         stop(child);
     }

@@ -77,6 +77,7 @@ pub async fn run(
         dispatch::Settings {
             workers: cfg.queue.workers,
             batch_size: cfg.queue.batch_size,
+            in_flight_bytes: (cfg.queue.in_flight_mb << 20) as usize,
             max_attempts: cfg.queue.max_attempts,
         },
         pipeline_stop.clone(),
@@ -85,9 +86,14 @@ pub async fn run(
     let mut background = vec![
         tokio::spawn(dispatch::run_message_metrics(
             store.clone(),
+            queue.clone(),
             pipeline_stop.clone(),
         )),
-        tokio::spawn(dispatch::run_rollups(store.clone(), pipeline_stop.clone())),
+        tokio::spawn(dispatch::run_rollups(
+            store.clone(),
+            queue.clone(),
+            pipeline_stop.clone(),
+        )),
         tokio::spawn(trim_memory(pipeline_stop.clone())),
     ];
     let twilio = TwilioClient::new(twilio::ClientSettings::from_config(&cfg))?;

@@ -121,6 +121,7 @@ pub struct Metrics {
     pub queue_flushes: Counter,
     pub queue_flushed_entries: Counter,
     queue_flush_seconds: counter::Counter<f64, AtomicU64>,
+    drain_yield_seconds: counter::Counter<f64, AtomicU64>,
     pub events_applied: Counter,
     pub events_duplicate: Counter,
     pub apply_batches: Counter,
@@ -197,6 +198,13 @@ impl Default for Metrics {
             "trs_queue_flush_seconds",
             "Time spent in queue fsyncs.",
             queue_flush_seconds.clone(),
+        );
+        let drain_yield_seconds = counter::Counter::<f64, AtomicU64>::default();
+        register(
+            &mut r,
+            "trs_drain_yield_seconds",
+            "Time the drain waited for a burst of callbacks to ease off (acks first).",
+            drain_yield_seconds.clone(),
         );
         let events_applied = counter(
             &mut r,
@@ -298,6 +306,7 @@ impl Default for Metrics {
             queue_flushes,
             queue_flushed_entries,
             queue_flush_seconds,
+            drain_yield_seconds,
             events_applied,
             events_duplicate,
             apply_batches,
@@ -328,6 +337,11 @@ impl Metrics {
         self.queue_flushes.inc();
         self.queue_flushed_entries.inc_by(entries);
         self.queue_flush_seconds.inc_by(took.as_secs_f64());
+    }
+
+    /// Records time the drain spent waiting for a burst to ease off.
+    pub fn observe_drain_yield(&self, waited: Duration) {
+        self.drain_yield_seconds.inc_by(waited.as_secs_f64());
     }
 
     /// Records the lag of the last publication round.

@@ -11,6 +11,12 @@
 //! - anything else: the batch is split and each event retried alone; an event that
 //!   still fails is moved to the retry tree with exponential backoff, and after
 //!   `max_attempts` to the dead-letter store. It never blocks the events behind it.
+//!
+//! Bursts: while callbacks arrive as a burst ([`crate::queue::Pressure`]), acks come
+//! first. Workers then apply one small batch at a time, each followed by a pause of
+//! [`YIELD_FACTOR`] times its duration (the drain keeps a fifth of one worker, so it
+//! still progresses under an endless burst), and the refreshers wait. Order and
+//! exactness are unchanged: the same events are applied, only later.
 
 use crate::apply::store::{Store, StoreError};
 use crate::backoff::Backoff;
@@ -30,18 +36,62 @@ use tracing::Instrument;
 pub struct Settings {
     pub workers: usize,
     pub batch_size: usize,
+    /// Entry bytes read from the queue and not yet applied, at most (see
+    /// [`InFlight`]).
+    pub in_flight_bytes: usize,
     pub max_attempts: u32,
 }
 
 type Work = (Item, Event);
 
+/// Bounds what the drain holds in memory by the bytes of the queue entries, not by their
+/// count, so a backlog of large callbacks (long task attributes, message bodies) cannot
+/// take the process past its budget: the dispatcher takes an entry's share before
+/// decoding it, the worker gives it back once the entry's batch is applied.
+struct InFlight(Arc<tokio::sync::Semaphore>, u32);
+
+/// The unit of [`InFlight`]'s budget, in bytes.
+const IN_FLIGHT_UNIT: usize = 256;
+
+impl InFlight {
+    fn new(bytes: usize) -> Self {
+        let units = (bytes / IN_FLIGHT_UNIT).clamp(1, u32::MAX as usize) as u32;
+        InFlight(Arc::new(tokio::sync::Semaphore::new(units as usize)), units)
+    }
+
+    /// Waits for room for an entry of `bytes` (an entry larger than the whole budget
+    /// waits for all of it).
+    async fn take(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let units = bytes.div_ceil(IN_FLIGHT_UNIT).clamp(1, self.1 as usize) as u32;
+        self.0.clone().acquire_many_owned(units).await.ok()
+    }
+}
+
 /// The longest a batch may take to apply before the attempt is abandoned and retried.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// During a burst: the largest batch (a short transaction leaves the cores to ingest
+/// sooner) and the pause after each batch, as a multiple of the time it took.
+pub const YIELDING_BATCH: usize = 250;
+pub const YIELD_FACTOR: u32 = 4;
+
+/// The longest a refresher waits for a burst to end before running a round anyway.
+const REFRESH_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Waits while callbacks arrive as a burst, up to `patience`; returns how long it waited.
+async fn await_calm(queue: &Queue, patience: Duration, stop: &CancellationToken) -> Duration {
+    let started = std::time::Instant::now();
+    while queue.pressure().busy() && started.elapsed() < patience && !stop.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
 /// Recomputes marked conversations' message metrics until `stop` (see
 /// [`Store::refresh_dirty`]): every half second, or at once while there is more.
-pub async fn run_message_metrics(store: Store, stop: CancellationToken) {
+pub async fn run_message_metrics(store: Store, queue: Arc<Queue>, stop: CancellationToken) {
     loop {
+        await_calm(&queue, REFRESH_PATIENCE, &stop).await;
         let wait = pace(store.refresh_dirty(500).await, 500, "message metrics");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -54,8 +104,9 @@ pub async fn run_message_metrics(store: Store, stop: CancellationToken) {
 /// workers whose activities, reservations or tasks changed (see
 /// [`crate::apply::store::history`]), until `stop`: reports and `/api/agents` are at most
 /// about a second behind the events.
-pub async fn run_rollups(store: Store, stop: CancellationToken) {
+pub async fn run_rollups(store: Store, queue: Arc<Queue>, stop: CancellationToken) {
     loop {
+        await_calm(&queue, REFRESH_PATIENCE, &stop).await;
         // Many marks name the same bucket or worker: large rounds cost little more than
         // small ones, and a drain in full flow leaves the refresh a round every 200 ms.
         const MARKS: usize = 20_000;
@@ -114,6 +165,9 @@ struct Shared {
     settings: Settings,
     /// Retry entries currently with a worker, so the dispatcher does not hand them out twice.
     retry_in_flight: Mutex<HashSet<u64>>,
+    in_flight: InFlight,
+    /// During a burst, one worker applies at a time, not before this instant.
+    turn: tokio::sync::Mutex<std::time::Instant>,
     stop: CancellationToken,
 }
 
@@ -132,13 +186,15 @@ pub async fn run(
         metrics,
         settings: settings.clone(),
         retry_in_flight: Mutex::new(HashSet::new()),
+        in_flight: InFlight::new(settings.in_flight_bytes),
+        turn: tokio::sync::Mutex::new(std::time::Instant::now()),
         stop,
     });
     let mut senders = Vec::new();
     let mut handles = Vec::new();
     for i in 0..settings.workers {
         // One batch waiting per worker bounds memory; the queue holds the rest.
-        let (tx, rx) = mpsc::channel::<Work>(settings.batch_size);
+        let (tx, rx) = mpsc::channel::<Held>(settings.batch_size);
         senders.push(tx);
         // Every log line of the worker, and of the store calls it makes, carries its id.
         handles.push(tokio::spawn(
@@ -152,7 +208,10 @@ pub async fn run(
     }
 }
 
-async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
+/// Work and its share of the in-flight budget.
+type Held = (Work, tokio::sync::OwnedSemaphorePermit);
+
+async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Held>]) {
     let mut cursor: Option<u64> = None;
     let mut generation = sh.queue.generation();
     let mut next_retry_scan = 0i64;
@@ -213,6 +272,11 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
             continue;
         }
         for item in items {
+            let share = tokio::select! {
+                s = sh.in_flight.take(item.payload.len()) => s,
+                _ = sh.stop.cancelled() => return,
+            };
+            let Some(share) = share else { return };
             let event = match QueuedCallback::decode_event(&item.payload) {
                 Ok(event) => event,
                 Err(e) => {
@@ -227,7 +291,7 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
                 }
             };
             let p = partition(event.partition_key(), senders.len());
-            let mut work = Some((item, event));
+            let mut work = Some(((item, event), share));
             // Keep the heartbeat alive while workers are busy (e.g. Postgres is down):
             // a full channel is backpressure, not a hang.
             while let Some(w) = work.take() {
@@ -249,21 +313,42 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Work>]) {
     }
 }
 
-async fn worker(id: usize, sh: Arc<Shared>, mut rx: mpsc::Receiver<Work>) {
+async fn worker(id: usize, sh: Arc<Shared>, mut rx: mpsc::Receiver<Held>) {
     let mut batch_no = 0u64;
     while let Some(first) = rx.recv().await {
+        let burst = sh.queue.pressure().busy();
+        let max = if burst {
+            YIELDING_BATCH.min(sh.settings.batch_size)
+        } else {
+            sh.settings.batch_size
+        };
         // Sized up front: growing a Vec of 2,000 events copied it eleven times.
-        let mut batch = Vec::with_capacity((rx.len() + 1).min(sh.settings.batch_size));
-        batch.push(first);
-        while batch.len() < sh.settings.batch_size {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+        let mut batch = Vec::with_capacity((rx.len() + 1).min(max));
+        // Given back when the batch is done.
+        let mut shares = Vec::with_capacity(batch.capacity());
+        for (w, share) in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            batch.push(w);
+            shares.push(share);
+            if batch.len() >= max {
+                break;
             }
         }
         batch_no += 1;
         let span = tracing::debug_span!("batch", n = batch_no, events = batch.len());
-        process(&sh, batch).instrument(span).await;
+        if burst {
+            let waited = std::time::Instant::now();
+            let mut next = sh.turn.lock().await;
+            let now = std::time::Instant::now();
+            let patience = next.saturating_duration_since(now);
+            await_calm(&sh.queue, patience, &sh.stop).await;
+            sh.metrics.observe_drain_yield(waited.elapsed());
+            let started = std::time::Instant::now();
+            process(&sh, batch).instrument(span).await;
+            *next = std::time::Instant::now() + started.elapsed() * YIELD_FACTOR;
+        } else {
+            process(&sh, batch).instrument(span).await;
+        }
+        drop(shares);
         if sh.stop.is_cancelled() {
             // Leave whatever is still in the channel in the queue for the next start.
             break;

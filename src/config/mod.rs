@@ -253,6 +253,10 @@ pub struct Queue {
     pub batch_size: usize,
     /// sled page cache, in MiB (sled's own default is 1 GiB).
     pub cache_mb: u64,
+    /// Queue entries read and not yet applied (decoded, waiting for a worker or in its
+    /// batch), in MiB of entry bytes: bounds the drain's memory whatever the callbacks'
+    /// size. Lower saves memory at some cost in drain speed.
+    pub in_flight_mb: u64,
     /// Past this many undelivered entries, ingress answers 503 instead of filling the disk.
     pub max_backlog: u64,
     /// Tries before an event that keeps failing is set aside as a dead letter.
@@ -266,6 +270,7 @@ impl Default for Queue {
             workers: 4,
             batch_size: 2000,
             cache_mb: 32,
+            in_flight_mb: 16,
             max_backlog: 5_000_000,
             max_attempts: 8,
         }

@@ -134,6 +134,9 @@ impl Config {
         if self.queue.cache_mb < 4 {
             p.push("queue.cache_mb: must be at least 4".into());
         }
+        if !(1..=4096).contains(&self.queue.in_flight_mb) {
+            p.push("queue.in_flight_mb: must be between 1 and 4096".into());
+        }
         if self.queue.max_attempts == 0 {
             p.push("queue.max_attempts: must be at least 1".into());
         }

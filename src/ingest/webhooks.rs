@@ -59,11 +59,13 @@ enum Kind {
 
 /// `POST /ingress`: a TaskRouter Event Callback.
 pub(super) async fn taskrouter(State(st): State<Shared>, req: Request) -> Response {
+    let _counted = st.queue.pressure().enter();
     form_webhook(&st, req, Kind::TaskRouter).await
 }
 
 /// `POST /conversations`: a Conversations post-event webhook.
 pub(super) async fn conversations(State(st): State<Shared>, req: Request) -> Response {
+    let _counted = st.queue.pressure().enter();
     form_webhook(&st, req, Kind::Conversations).await
 }
 
@@ -245,6 +247,7 @@ async fn form_webhook(st: &Shared, req: Request, kind: Kind) -> Response {
 /// events are acknowledged and dropped. Any malformed TaskRouter event refuses the
 /// whole delivery (400), so nothing is half-queued.
 pub(super) async fn event_streams(State(st): State<Shared>, req: Request) -> Response {
+    let _counted = st.queue.pressure().enter();
     let cfg = &st.settings;
     let Received {
         signature,

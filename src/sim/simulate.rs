@@ -245,13 +245,20 @@ impl Poster {
     }
 }
 
-/// Requests a planned day of `tasks` tasks makes, in time order.
-fn planned(opts: &Options, tasks: usize) -> (SimDay, Vec<(i64, bool, Callback)>) {
+/// A simulated day of `tasks` and `agents` as `simulate` sends it: TaskRouter callbacks,
+/// Conversations messages (flagged `true`, for `/conversations`) and worker-channel
+/// seeds, with their times (epoch ms, the day starting at `start_ms`), in time order.
+pub fn plan(
+    seed: u64,
+    agents: usize,
+    tasks: usize,
+    start_ms: i64,
+) -> (SimDay, Vec<(i64, bool, Callback)>) {
     let day = realistic_day(&DayConfig {
-        seed: opts.seed,
+        seed,
         tasks,
-        workers: opts.agents.max(1),
-        start_ms: 0,
+        workers: agents.max(1),
+        start_ms,
         ..DayConfig::default()
     });
     let mut all: Vec<(i64, bool, Callback)> = day
@@ -260,7 +267,7 @@ fn planned(opts: &Options, tasks: usize) -> (SimDay, Vec<(i64, bool, Callback)>)
         .map(|cb| (ms_of(cb), false, cb.clone()))
         .collect();
     all.extend(
-        messages(&day, opts.seed)
+        messages(&day, seed)
             .into_iter()
             .map(|(t, cb)| (t, true, cb)),
     );
@@ -281,10 +288,10 @@ pub async fn run(opts: &Options) -> Report {
     // scaled by how many requests a task turned out to make (callbacks, messages).
     let budget = (opts.rate.max(1) as u64 * duration) as usize;
     let guess = (budget / 16).clamp(10, 200_000);
-    let (mut day, mut all) = planned(opts, guess);
+    let (mut day, mut all) = plan(opts.seed, opts.agents, guess, 0);
     if all.len() > budget {
         let fit = (guess as f64 * budget as f64 / all.len() as f64 * 0.97) as usize;
-        (day, all) = planned(opts, fit.max(10));
+        (day, all) = plan(opts.seed, opts.agents, fit.max(10), 0);
     }
     let (first, last) = (
         all.first().map(|i| i.0).unwrap_or(0),

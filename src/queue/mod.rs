@@ -12,6 +12,10 @@
 //!
 //! Removals are not flushed explicitly: losing one in a crash only causes a replay.
 
+mod pressure;
+
+pub use pressure::Pressure;
+
 use crate::event::QueuedCallback;
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
@@ -141,6 +145,7 @@ pub struct Queue {
     /// Wakes the dispatcher when something was appended or deferred.
     pub new_data: Notify,
     metrics: Arc<Metrics>,
+    pressure: Pressure,
 }
 
 fn key(id: u64) -> [u8; 8] {
@@ -185,11 +190,18 @@ impl Queue {
             flush_wake: Notify::new(),
             new_data: Notify::new(),
             metrics,
+            pressure: Pressure::default(),
         }))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How hard callbacks are arriving (see [`Pressure`]): ingest counts them, the drain
+    /// steps aside while it is busy.
+    pub fn pressure(&self) -> &Pressure {
+        &self.pressure
     }
 
     fn t(&self) -> Result<Arc<Trees>, QueueError> {
