@@ -353,9 +353,26 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    let soak_mins: u64 = std::env::var("BENCH_SOAK_MINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let only = std::env::var("BENCH_ONLY").ok();
+    let named = |part: &str| {
+        only.as_deref()
+            .is_some_and(|o| o.split(',').any(|p| p == part))
+    };
+    let want = |part: &str| only.is_none() || named(part);
+    // The soak posts 2,000 distinct requests a second.
+    let soak = named("soak");
+    let needed = if soak {
+        900_000.max(soak_mins as usize * 60 * 2_000 + 10_000)
+    } else {
+        900_000
+    };
     let mut bodies = Vec::new();
     let mut seed = 1;
-    while bodies.len() < 900_000 {
+    while bodies.len() < needed {
         let (_, day) = plan(seed, agents, 5000, 1_767_254_400_000);
         for (_, message, cb) in day {
             let path = if message {
@@ -376,13 +393,8 @@ async fn main() {
     let http = reqwest::Client::new();
     let mut report = Vec::new();
 
-    // BENCH_ONLY=ingest,drain,ingest-while-draining,freshness,rss runs some parts (drain
-    // needs ingest's queue).
-    let only = std::env::var("BENCH_ONLY").ok();
-    let want = |part: &str| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|p| p == part))
-    };
+    // BENCH_ONLY=ingest,drain,ingest-while-draining,freshness,rss,soak runs some parts
+    // (drain needs ingest's queue; the soak, 30 minutes, runs only when named).
 
     // (a) ingest.
     let ceiling_port = bare_server().await;
@@ -652,6 +664,59 @@ async fn main() {
         report.push(format!("  peak RSS of serve: {:.1} MiB", mib(&peak)));
         println!("{}", report[report.len() - 2..].join("\n"));
         stop(child);
+    }
+
+    if soak {
+        // (e) soak: 2,000/s for BENCH_SOAK_MINS minutes with Postgres applying; a line
+        // per minute (acks, p50/p99, peak RSS, backlog) in BENCH_SOAK_CSV.
+        let db = admin_db(&admin, "trs_bench_soak").await;
+        let cfg = config(dir.path(), port, &db, "");
+        migrate(&cfg);
+        let _ = std::fs::remove_dir_all(dir.path().join("queue"));
+        let child = serve(&cfg);
+        wait_up(&http, &base).await;
+        let csv_path =
+            std::env::var("BENCH_SOAK_CSV").unwrap_or_else(|_| "target/soak.csv".into());
+        let mut csv = String::from("minute,acks,errors,p50_ms,p99_ms,rss_peak_mib,backlog_max,backlog_end\n");
+        let mut worst = (0.0f64, 0.0f64, 0u64);
+        for minute in 1..=soak_mins {
+            let (peak, sampler) = watch_rss(child.id());
+            let backlog = Arc::new(AtomicU64::new(0));
+            let depths = {
+                let (backlog, http, base) = (backlog.clone(), http.clone(), base.clone());
+                tokio::spawn(async move {
+                    loop {
+                        if let Some(d) = queue_depth(&http, &base).await {
+                            backlog.fetch_max(d, Relaxed);
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                })
+            };
+            let s = load(&base, &bodies, &next, 32, Some(2000), 60).await;
+            sampler.abort();
+            depths.abort();
+            let end = queue_depth(&http, &base).await.unwrap_or(0);
+            let (p99, rss) = (pct(&s.lat, 0.99), mib(&peak));
+            worst = (worst.0.max(p99), worst.1.max(rss), worst.2.max(backlog.load(Relaxed)));
+            let row = format!(
+                "{minute},{},{},{:.2},{p99:.2},{rss:.1},{},{end}",
+                s.acks,
+                s.errors,
+                pct(&s.lat, 0.5),
+                backlog.load(Relaxed)
+            );
+            println!("soak {row}");
+            csv.push_str(&row);
+            csv.push('\n');
+            std::fs::write(&csv_path, &csv).expect("soak csv");
+        }
+        stop(child);
+        report.push(format!(
+            "soak, 2,000/s for {soak_mins} min (the simulate mix): worst minute p99 {:.2} ms, peak RSS {:.1} MiB, largest backlog {}; per minute in {csv_path}",
+            worst.0, worst.1, worst.2
+        ));
+        println!("{}", report.last().expect("line"));
     }
 
     println!("\n== results\n{}", report.join("\n"));
