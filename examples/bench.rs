@@ -675,9 +675,9 @@ async fn main() {
         let _ = std::fs::remove_dir_all(dir.path().join("queue"));
         let child = serve(&cfg);
         wait_up(&http, &base).await;
-        let csv_path =
-            std::env::var("BENCH_SOAK_CSV").unwrap_or_else(|_| "target/soak.csv".into());
-        let mut csv = String::from("minute,acks,errors,p50_ms,p99_ms,rss_peak_mib,backlog_max,backlog_end\n");
+        let csv_path = std::env::var("BENCH_SOAK_CSV").unwrap_or_else(|_| "target/soak.csv".into());
+        let mut csv =
+            String::from("minute,acks,errors,p50_ms,p99_ms,rss_peak_mib,backlog_max,backlog_end\n");
         let mut worst = (0.0f64, 0.0f64, 0u64);
         for minute in 1..=soak_mins {
             let (peak, sampler) = watch_rss(child.id());
@@ -698,7 +698,11 @@ async fn main() {
             depths.abort();
             let end = queue_depth(&http, &base).await.unwrap_or(0);
             let (p99, rss) = (pct(&s.lat, 0.99), mib(&peak));
-            worst = (worst.0.max(p99), worst.1.max(rss), worst.2.max(backlog.load(Relaxed)));
+            worst = (
+                worst.0.max(p99),
+                worst.1.max(rss),
+                worst.2.max(backlog.load(Relaxed)),
+            );
             let row = format!(
                 "{minute},{},{},{:.2},{p99:.2},{rss:.1},{},{end}",
                 s.acks,

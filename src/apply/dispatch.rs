@@ -88,11 +88,19 @@ async fn await_calm(queue: &Queue, patience: Duration, stop: &CancellationToken)
 }
 
 /// Recomputes marked conversations' message metrics until `stop` (see
-/// [`Store::refresh_dirty`]): every half second, or at once while there is more.
+/// [`Store::refresh_dirty`]): every half second, or every quarter second while there is
+/// more. Rounds are spaced even in a drain so that a conversation marked by many events
+/// in a row is recomputed once per round, not once per batch.
 pub async fn run_message_metrics(store: Store, queue: Arc<Queue>, stop: CancellationToken) {
+    const MARKS: usize = 5_000;
     loop {
         await_calm(&queue, REFRESH_PATIENCE, &stop).await;
-        let wait = pace(store.refresh_dirty(500).await, 500, "message metrics");
+        let wait = pace(
+            store.refresh_dirty(MARKS as i64).await,
+            MARKS,
+            "message metrics",
+        )
+        .max(Duration::from_millis(250));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,

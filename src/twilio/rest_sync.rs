@@ -79,8 +79,8 @@ pub fn activity_from_rest(a: &Activity, now: i64) -> Option<(String, ActivitySta
     Some((
         a.sid.clone()?,
         ActivityState {
-            name: a.friendly_name.clone().map(|n| Reg(clock.clone(), n)),
-            available: a.available.map(|v| Reg(clock.clone(), v)),
+            name: a.friendly_name.clone().map(|n| Reg(clock, n)),
+            available: a.available.map(|v| Reg(clock, v)),
             deleted: None,
         },
     ))
@@ -89,7 +89,7 @@ pub fn activity_from_rest(a: &Activity, now: i64) -> Option<(String, ActivitySta
 /// Worker state from a REST worker. `attributes` arrives as a JSON string.
 pub fn worker_from_rest(w: &Worker, now: i64) -> Option<(String, WorkerState)> {
     let clock = rules::rest_clock(now, 0);
-    let r = |v: &Option<String>| v.clone().map(|v| Reg(clock.clone(), v));
+    let r = |v: &Option<String>| v.clone().map(|v| Reg(clock, v));
     let attributes = w.attributes.as_ref().map(|a| match a {
         Value::String(text) => {
             serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
@@ -102,10 +102,10 @@ pub fn worker_from_rest(w: &Worker, now: i64) -> Option<(String, WorkerState)> {
             account_sid: r(&w.account_sid),
             workspace_sid: r(&w.workspace_sid),
             name: r(&w.friendly_name),
-            attributes: attributes.map(|a| Reg(clock.clone(), a)),
+            attributes: attributes.map(|a| Reg(clock, a)),
             activity: w.activity_sid.clone().map(|sid| {
                 Reg(
-                    clock.clone(),
+                    clock,
                     ActivityRef {
                         sid,
                         name: w.activity_name.clone(),
@@ -140,11 +140,11 @@ pub fn channel_from_rest(c: &WorkerChannel, now: i64) -> Option<(String, Channel
     Some((
         name,
         ChannelState {
-            task_channel_sid: c.task_channel_sid.clone().map(|v| Reg(clock.clone(), v)),
-            capacity: c.configured_capacity.map(|v| Reg(clock.clone(), v)),
-            available: c.available.map(|v| Reg(clock.clone(), v)),
+            task_channel_sid: c.task_channel_sid.clone().map(|v| Reg(clock, v)),
+            capacity: c.configured_capacity.map(|v| Reg(clock, v)),
+            available: c.available.map(|v| Reg(clock, v)),
             available_capacity: None,
-            task_count: c.assigned_tasks.map(|v| Reg(clock.clone(), v)),
+            task_count: c.assigned_tasks.map(|v| Reg(clock, v)),
             last_event: None,
         },
     ))
@@ -158,9 +158,9 @@ pub fn task_from_rest(t: &Task, now: i64) -> TaskState {
     let clock = rules::rest_clock(now, rules::task_status_rank(&status));
     let ended = matches!(status.as_str(), "completed" | "canceled");
     TaskState {
-        age: t.age.map(|a| Reg(clock.clone(), a)),
-        ended: ended.then(|| Reg(clock.clone(), (t.age, format!("rest:{status}")))),
-        status: (!status.is_empty()).then(|| Reg(clock.clone(), status)),
+        age: t.age.map(|a| Reg(clock, a)),
+        ended: ended.then(|| Reg(clock, (t.age, format!("rest:{status}")))),
+        status: (!status.is_empty()).then_some(Reg(clock, status)),
         ..TaskState::default()
     }
 }

@@ -106,5 +106,5 @@ pub fn fold<'a>(
 /// The clock of a fact read from TaskRouter's REST API at `now_ms`: it is as new as the
 /// read, so events that happened after the read win, and events before it lose.
 pub fn rest_clock(now_ms: i64, rank: u8) -> Clock {
-    Clock(now_ms, rank, "rest".to_owned())
+    Clock(now_ms, rank, Tie::REST)
 }

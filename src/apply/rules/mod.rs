@@ -21,10 +21,62 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The order of facts: event time (ms), then lifecycle rank, then event sid, so that
-/// ties between events of the same millisecond still resolve the same way everywhere.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Clock(pub i64, pub u8, pub String);
+/// The order of facts: event time (ms), then lifecycle rank, then a tie-break drawn
+/// from the event sid, so that ties between events of the same millisecond still resolve
+/// the same way everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Clock(pub i64, pub u8, pub Tie);
+
+/// The tie-break of a [`Clock`]: 63 bits of the SHA-256 of the event sid, stored as a
+/// number. Every register holds one, so a number (19 digits at most) instead of the
+/// 34-character sid makes a stored task state about a sixth smaller. A fact read from the
+/// REST API ([`rest_clock`]) wins ties, as the sid `rest` did against `EV…` sids. States
+/// stored before (a sid in its place) still read: the sid is hashed on reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Tie(pub u64);
+
+impl Tie {
+    /// Facts read from the REST API.
+    pub const REST: Tie = Tie(u64::MAX);
+
+    /// The tie-break of an event sid (stable across versions and machines).
+    pub fn of(sid: &str) -> Tie {
+        use sha2::{Digest, Sha256};
+        if sid == "rest" {
+            return Tie::REST;
+        }
+        let d = Sha256::digest(sid.as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        Tie(u64::from_be_bytes(b) >> 1)
+    }
+}
+
+impl From<&str> for Tie {
+    fn from(sid: &str) -> Tie {
+        Tie::of(sid)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tie {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Tie, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Tie;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a tie-break number or an event sid")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Tie, E> {
+                Ok(Tie(n))
+            }
+            fn visit_str<E: serde::de::Error>(self, sid: &str) -> Result<Tie, E> {
+                Ok(Tie::of(sid))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// A value and the clock of the event it came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,7 +128,18 @@ pub const DELETED_STATUS: &str = "deleted";
 pub const NOT_FOUND_REASON: &str = "not found in TaskRouter";
 
 fn clock(e: &Event, rank: u8) -> Clock {
-    Clock(e.occurred_ms, rank, e.sid.clone())
+    // An event gives up to fifteen registers: its sid is hashed once.
+    thread_local!(static LAST: std::cell::RefCell<(String, Tie)> = const {
+        std::cell::RefCell::new((String::new(), Tie(0)))
+    });
+    let tie = LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != e.sid || last.0.is_empty() {
+            *last = (e.sid.clone(), Tie::of(&e.sid));
+        }
+        last.1
+    });
+    Clock(e.occurred_ms, rank, tie)
 }
 
 fn reg<T>(e: &Event, rank: u8, v: Option<T>) -> Option<Reg<T>> {

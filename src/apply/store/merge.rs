@@ -11,18 +11,43 @@ pub(super) struct WithState<'a, R, S> {
     state: &'a S,
 }
 
+/// A column Postgres derives from a row's others as it is written: its name, its value
+/// on insert (over the row's columns) and on update (over `EXCLUDED` and the table).
+pub(super) type Derived = (&'static str, &'static str, &'static str);
+
+/// A voice task has no messages: its agent's first response is its acceptance, written
+/// with the row (one write per task per batch, not an `UPDATE` after it). For other
+/// channels the message-metric refresh sets it, so an update keeps what is there.
+pub(super) const VOICE_FIRST_RESPONSE: Derived = (
+    "agent_first_response_time",
+    "CASE WHEN task_channel_unique_name = 'voice' THEN total_acceptance_time END",
+    "CASE WHEN EXCLUDED.task_channel_unique_name = 'voice' \
+     THEN EXCLUDED.agent_first_response_time ELSE tasks.agent_first_response_time END",
+);
+
 /// `INSERT … SELECT … FROM jsonb_populate_recordset … ON CONFLICT DO UPDATE` over the
-/// columns present in the rows. `created_at` is left to its default on insert and never
-/// overwritten.
-pub(super) fn upsert_sql(table: &str, key: &[&str], cols: &[String]) -> String {
+/// columns present in the rows, plus the `derived` ones. `created_at` is left to its
+/// default on insert and never overwritten.
+pub(super) fn upsert_sql(
+    table: &str,
+    key: &[&str],
+    cols: &[String],
+    derived: &[Derived],
+) -> String {
     let list = cols.join(", ");
-    let sets: Vec<String> = cols
+    let mut sets: Vec<String> = cols
         .iter()
         .filter(|c| !key.contains(&c.as_str()))
         .map(|c| format!("{c} = EXCLUDED.{c}"))
         .collect();
+    let (mut names, mut values) = (String::new(), String::new());
+    for (name, on_insert, on_update) in derived {
+        names.push_str(&format!(", {name}"));
+        values.push_str(&format!(", {on_insert}"));
+        sets.push(format!("{name} = {on_update}"));
+    }
     format!(
-        "INSERT INTO {table} ({list}, updated_at) SELECT {list}, now() \
+        "INSERT INTO {table} ({list}{names}, updated_at) SELECT {list}{values}, now() \
          FROM jsonb_populate_recordset(NULL::{table}, $1) \
          ON CONFLICT ({}) DO UPDATE SET {}, updated_at = now()",
         key.join(", "),
@@ -37,6 +62,17 @@ pub(super) async fn upsert<C: GenericClient, T: Serialize + std::fmt::Debug + Sy
     key: &[&str],
     rows: &[T],
 ) -> Result<(), StoreError> {
+    upsert_deriving(tx, table, key, rows, &[]).await
+}
+
+/// [`upsert`], with columns Postgres derives from the others.
+pub(super) async fn upsert_deriving<C: GenericClient, T: Serialize + std::fmt::Debug + Sync>(
+    tx: &C,
+    table: &str,
+    key: &[&str],
+    rows: &[T],
+    derived: &[Derived],
+) -> Result<(), StoreError> {
     let Some(first) = rows.first() else {
         return Ok(());
     };
@@ -44,7 +80,7 @@ pub(super) async fn upsert<C: GenericClient, T: Serialize + std::fmt::Debug + Sy
         return Ok(());
     };
     let cols: Vec<String> = first.keys().cloned().collect();
-    let sql = upsert_sql(table, key, &cols);
+    let sql = upsert_sql(table, key, &cols, derived);
     let stmt = tx.prepare_cached(&sql).await?;
     tx.execute(&stmt, &[&Json(rows)]).await?;
     Ok(())
@@ -209,7 +245,7 @@ impl Store {
                     state,
                 })
                 .collect();
-            upsert(tx, "tasks", &["sid"], &rows).await?;
+            upsert_deriving(tx, "tasks", &["sid"], &rows, &[VOICE_FIRST_RESPONSE]).await?;
             self.mark_buckets(tx, &buckets).await?;
             // Completions count in the day of the worker who handled the task.
             self.mark_workers(

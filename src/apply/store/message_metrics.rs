@@ -72,22 +72,15 @@ impl Store {
         Ok(n)
     }
 
-    /// Voice tasks get their first response (the acceptance) at once; conversations whose
-    /// tasks' message metrics may have changed are marked for [`Store::refresh_dirty`].
+    /// Marks for [`Store::refresh_dirty`] the conversations whose tasks' message metrics
+    /// may have changed (voice tasks get theirs with their row: see
+    /// [`merge::VOICE_FIRST_RESPONSE`]).
     pub(super) async fn mark_message_metrics<C: GenericClient>(
         &self,
         tx: &C,
         tasks: Vec<String>,
         conversations: Vec<String>,
     ) -> Result<(), StoreError> {
-        let stmt = tx
-            .prepare_cached(
-                "UPDATE tasks SET agent_first_response_time = total_acceptance_time \
-                 WHERE sid = ANY($1) AND task_channel_unique_name = 'voice' \
-                 AND agent_first_response_time IS DISTINCT FROM total_acceptance_time",
-            )
-            .await?;
-        tx.execute(&stmt, &[&tasks]).await?;
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO dirty_conversations (conversation_sid) \

@@ -345,10 +345,20 @@ mod tests {
 
     #[test]
     fn upsert_sql_updates_all_but_the_key() {
-        let sql = merge::upsert_sql("t", &["sid"], &["sid".into(), "a".into(), "b".into()]);
+        let sql = merge::upsert_sql("t", &["sid"], &["sid".into(), "a".into(), "b".into()], &[]);
         assert!(sql.contains("INSERT INTO t (sid, a, b, updated_at)"));
-        assert!(sql.contains("ON CONFLICT (sid) DO UPDATE SET a = EXCLUDED.a, b = EXCLUDED.b"));
+        assert!(sql.contains(
+            "ON CONFLICT (sid) DO UPDATE SET a = EXCLUDED.a, b = EXCLUDED.b, updated_at"
+        ));
         assert!(!sql.contains("sid = EXCLUDED.sid"));
+        let sql = merge::upsert_sql(
+            "t",
+            &["sid"],
+            &["sid".into(), "a".into()],
+            &[("c", "a + 1", "t.c")],
+        );
+        assert!(sql.contains("INSERT INTO t (sid, a, c, updated_at) SELECT sid, a, a + 1, now()"));
+        assert!(sql.contains("DO UPDATE SET a = EXCLUDED.a, c = t.c, updated_at = now()"));
     }
 
     #[test]
