@@ -404,6 +404,23 @@ async fn a_burst_is_acked_first_and_the_drain_still_applies_it_exactly() {
         .map(|p| Event::from_params(p, 0))
         .collect();
     assert_state_matches(&db, &events).await;
+    // A voice task's first response is its acceptance, written with its row.
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM tasks WHERE task_channel_unique_name = 'voice' \
+             AND agent_first_response_time IS DISTINCT FROM total_acceptance_time"
+        )
+        .await,
+        0
+    );
+    assert!(
+        db.count(
+            "SELECT count(*) FROM tasks WHERE task_channel_unique_name = 'voice' \
+             AND agent_first_response_time IS NOT NULL"
+        )
+        .await
+            > 10
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
