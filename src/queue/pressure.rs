@@ -22,11 +22,11 @@ use std::time::Duration;
 /// Callbacks per second that make a burst.
 pub const BUSY_RATE: u64 = 8_000;
 /// Callbacks handled at once that make a burst.
-pub const BUSY_IN_FLIGHT: usize = 32;
+pub const BUSY_IN_FLIGHT: usize = 48;
 /// How long a busy reading lasts.
 pub const HOLD: Duration = Duration::from_millis(300);
 /// The longest the drain yields to one burst.
-pub const MAX_YIELD: Duration = Duration::from_secs(60);
+pub const MAX_YIELD: Duration = Duration::from_secs(30);
 /// Calm that ends a burst (the next busy reading starts a new one).
 pub const CALM: Duration = Duration::from_secs(10);
 const WINDOW_MS: i64 = 100;
@@ -128,7 +128,7 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_is_yielded_to_for_a_minute_at_most_then_calm_starts_afresh() {
+    fn a_burst_is_yielded_to_for_half_a_minute_at_most_then_calm_starts_afresh() {
         let p = Pressure::default();
         let t = 9_000_000;
         let max = MAX_YIELD.as_millis() as i64;

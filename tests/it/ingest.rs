@@ -364,7 +364,7 @@ async fn bad_signatures_and_bodies_are_refused_and_write_nothing() {
     assert_eq!(status.as_u16(), 404);
 }
 
-/// A burst (64 clients at once, past the 32 in flight that make one) while the events
+/// A burst (64 clients at once, past the 48 in flight that make one) while the events
 /// drain: the drain steps aside (its waits show in `/metrics`) and still ends in exactly
 /// the rules' rows, every callback acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
