@@ -54,6 +54,11 @@ pub async fn run(
         // Not fatal: callbacks are queued and applied once Postgres answers.
         tracing::warn!(error = %e, postgres = %cfg.postgres_url_redacted(),
             "Postgres is not reachable yet; ingesting into the queue meanwhile");
+    } else if let Ok(false) = store.autovacuum_on().await {
+        tracing::warn!(
+            "Postgres runs with autovacuum = off: the state tables and the mark tables bloat \
+             and the drain slows down as they grow; turn it on, or VACUUM the database often"
+        );
     }
     if !cfg.server.verify_signatures {
         tracing::warn!("server.verify_signatures = false: ANYONE can post events. Use only for local experiments.");

@@ -2,7 +2,7 @@
 //! problem with its place, `migrate` needs only a database URL, and every error says
 //! each of its causes once.
 
-use crate::harness::{admin_url, bin, free_port, TestDb};
+use crate::harness::{admin_url, bin, free_port, Options, Service, TestDb};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -278,4 +278,22 @@ fn the_unit_runs_and_documents_what_the_package_installs() {
             "the package does not install {rel} where the unit says"
         );
     }
+}
+
+/// `serve` says at start when Postgres runs without autovacuum (the state and mark
+/// tables would bloat and the drain slow down), and only then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warns_when_postgres_runs_without_autovacuum() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let on: String = c
+        .query_one("SELECT current_setting('autovacuum')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut svc = Service::start(Options::new(&db.url)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _ = svc.terminate();
+    let warned = svc.log().contains("autovacuum = off");
+    assert_eq!(warned, on == "off", "autovacuum {on}; log: {}", svc.log());
 }

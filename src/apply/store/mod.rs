@@ -337,6 +337,17 @@ impl Store {
         c.simple_query("SELECT 1").await?;
         Ok(())
     }
+
+    /// Whether the server runs autovacuum. Every state row is rewritten many times and
+    /// the mark tables are queues: without vacuum they bloat and the drain slows down
+    /// hour by hour (measured: docs/performance.md#soak).
+    pub async fn autovacuum_on(&self) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one("SELECT current_setting('autovacuum')", &[])
+            .await?;
+        Ok(row.get::<_, String>(0) == "on")
+    }
 }
 
 #[cfg(test)]
