@@ -280,9 +280,16 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Held>]) {
             continue;
         }
         for item in items {
-            let share = tokio::select! {
-                s = sh.in_flight.take(item.payload.len()) => s,
-                _ = sh.stop.cancelled() => return,
+            // Waiting for room is backpressure too (workers hold their batches while
+            // Postgres is down): the heartbeat goes on, or the watchdog would restart us.
+            let share = loop {
+                tokio::select! {
+                    s = sh.in_flight.take(item.payload.len()) => break s,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        sh.metrics.dispatcher_heartbeat_ms.store(crate::util::now_ms(), Relaxed);
+                    }
+                    _ = sh.stop.cancelled() => return,
+                }
             };
             let Some(share) = share else { return };
             let event = match QueuedCallback::decode_event(&item.payload) {

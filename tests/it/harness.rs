@@ -144,6 +144,7 @@ pub struct Options {
     db_url: String,
     workers: usize,
     max_attempts: u32,
+    in_flight_mb: u64,
     /// An admin listener on a port of its own (the default); false: `admin_listen = ""`.
     admin_listener: bool,
     admin_token: Option<String>,
@@ -166,6 +167,7 @@ impl Options {
             db_url: db_url.to_owned(),
             workers: 4,
             max_attempts: 8,
+            in_flight_mb: 16,
             admin_listener: true,
             admin_token: None,
             sections: vec![("twilio", Vec::new())],
@@ -192,6 +194,12 @@ impl Options {
     /// Run this binary (`migrate`, `serve`, every `command`) instead of the build's own.
     pub fn exe(mut self, path: &std::path::Path) -> Options {
         self.exe = Some(path.to_owned());
+        self
+    }
+
+    /// `[queue] in_flight_mb` (default 16).
+    pub fn in_flight_mb(mut self, mb: u64) -> Options {
+        self.in_flight_mb = mb;
         self
     }
 
@@ -364,6 +372,7 @@ admin_token = "{admin_token}"
 path = "{queue}"
 workers = {workers}
 max_attempts = {max_attempts}
+in_flight_mb = {in_flight_mb}
 [postgres]
 url = "{db}"
 pool_size = 6
@@ -375,6 +384,7 @@ auth_token = "{AUTH_TOKEN}"
                 queue = dir.path().join("queue").display(),
                 workers = opts.workers,
                 max_attempts = opts.max_attempts,
+                in_flight_mb = opts.in_flight_mb,
                 db = opts.db_url,
                 tail = opts.tail(),
             ),
@@ -462,6 +472,17 @@ auth_token = "{AUTH_TOKEN}"
             "http://127.0.0.1:{}{path}",
             self.admin_port.unwrap_or(self.port)
         )
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.admin_get("/metrics")
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// GET on the admin side, with the admin token when there is one.

@@ -16,6 +16,17 @@ fn json_rows<K, R: serde::Serialize>(m: &BTreeMap<K, R>) -> Vec<Value> {
         .collect()
 }
 
+/// Asserts that `events` holds one row per callback of `callbacks` (all distinct) and
+/// every state table what the rules define for them.
+pub async fn assert_day_applied(db: &TestDb, callbacks: &[Vec<(String, String)>]) {
+    assert_eq!(
+        db.count("SELECT count(*) FROM events").await,
+        callbacks.len() as i64
+    );
+    let events: Vec<Event> = callbacks.iter().map(|p| Event::from_params(p, 0)).collect();
+    assert_state_matches(db, &events).await;
+}
+
 /// Asserts that every state table equals what the rules define for `events`.
 pub async fn assert_state_matches(db: &TestDb, events: &[Event]) {
     let rows = rules::fold(events, &Sla::default(), &[]);
@@ -380,30 +391,15 @@ async fn a_burst_is_acked_first_and_the_drain_still_applies_it_exactly() {
     let statuses = post_all(&svc, &day.callbacks, 64).await;
     assert!(statuses.iter().all(|s| *s == 204), "all acknowledged");
     svc.wait_drained(Duration::from_secs(120)).await;
-    let metrics = svc
-        .admin_get("/metrics")
-        .send()
+    let yielded: f64 = svc
+        .metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let yielded: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("trs_drain_yield_seconds_total "))
         .and_then(|v| v.parse().ok())
         .expect("trs_drain_yield_seconds_total in /metrics");
     assert!(yielded > 0.0, "the drain never yielded to the burst");
-    assert_eq!(
-        db.count("SELECT count(*) FROM events").await,
-        day.callbacks.len() as i64
-    );
-    let events: Vec<Event> = day
-        .callbacks
-        .iter()
-        .map(|p| Event::from_params(p, 0))
-        .collect();
-    assert_state_matches(&db, &events).await;
+    assert_day_applied(&db, &day.callbacks).await;
     // A voice task's first response is its acceptance, written with its row.
     assert_eq!(
         db.count(

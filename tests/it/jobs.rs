@@ -295,14 +295,7 @@ target = { type = "document", name = "jobFast" }
             .ok_or("not yet".into())
     })
     .await;
-    let m = svc
-        .admin_get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = svc.metrics().await;
     assert!(m.contains("trs_job_last_run_ok{job=\"slow\"} 0"), "{m}");
     assert!(m.contains("trs_job_last_run_ok{job=\"fast\"} 1"), "{m}");
 }

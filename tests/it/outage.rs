@@ -178,3 +178,86 @@ async fn postgres_down_mid_burst_loses_nothing_and_drains_when_back() {
         (day.callbacks.len() + more.callbacks.len()) as i64
     );
 }
+
+/// While the drain cannot move (a table it writes is locked) and the bytes it may hold
+/// (`in_flight_mb = 1`) are all taken, the dispatcher waits for room but still beats:
+/// systemd's watchdog keeps being fed (a stalled beat would get a healthy service
+/// restarted in a loop during every Postgres stall). Once the lock goes, everything
+/// is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_in_flight_budget_keeps_feeding_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    use std::process::Stdio;
+    let db = TestDb::new().await;
+    let mut svc = Service::start(Options::new(&db.url).in_flight_mb(1)).await;
+    let _ = svc.terminate();
+    // systemd's side: a notify socket, and the watchdog armed for the service's pid
+    // (`exec` keeps the shell's, which the shell can name).
+    let notify = svc.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(svc.dir.path().join("serve.log"))
+        .unwrap();
+    svc.child = Some(
+        Command::new("sh")
+            .arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+            .arg(&svc.exe)
+            .arg("--config")
+            .arg(&svc.config)
+            .arg("serve")
+            .env("NOTIFY_SOCKET", &notify)
+            .env("WATCHDOG_USEC", "2000000")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let day = realistic_day(&DayConfig {
+        seed: 5,
+        tasks: 300,
+        ..DayConfig::default()
+    });
+    let bytes: usize = day
+        .callbacks
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    assert!(bytes > 2 << 20, "{bytes} bytes: more than the budget");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = post_all(&svc, &day.callbacks, 16).await;
+    assert!(st.iter().all(|s| *s == 204));
+
+    // Six seconds (three watchdog periods) with the budget full.
+    let mut beats = 0;
+    let mut buf = [0u8; 256];
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            beats += usize::from(String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"));
+        }
+    }
+    let log_now = svc.log();
+    assert!(!log_now.contains("dispatcher stalled"), "{log_now}");
+    assert!(beats >= 4, "{beats} watchdog beats in 6 s: {log_now}");
+    assert!(svc.readyz().await["queue"]["depth"].as_u64().unwrap_or(0) > 0);
+
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    svc.wait_drained(Duration::from_secs(120)).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM events").await,
+        day.callbacks.len() as i64
+    );
+}
