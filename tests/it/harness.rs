@@ -64,6 +64,18 @@ impl TestDb {
         connect(&self.url).await
     }
 
+    /// The first column of every row, as text.
+    pub async fn rows(&self, sql: &str) -> Vec<String> {
+        self.client()
+            .await
+            .query(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.client()
             .await
@@ -543,6 +555,23 @@ auth_token = "{AUTH_TOKEN}"
         match self.admin_get("/api/summary").send().await {
             Ok(r) => r.json().await.unwrap_or(Value::Null),
             Err(_) => Value::Null,
+        }
+    }
+
+    /// `/api/summary` computed at or after `t`: the service answers from a summary up to
+    /// 3 s old, which may predate rows applied since.
+    pub async fn summary_since(&self, t: chrono::DateTime<chrono::Utc>) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.summary().await;
+            let at = s["generated_at"]
+                .as_str()
+                .and_then(|g| chrono::DateTime::parse_from_rfc3339(g).ok());
+            if at.is_some_and(|at| at >= t) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no summary since {t}: {s}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
