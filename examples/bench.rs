@@ -337,6 +337,55 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces): utime is the 12th.
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some(f.iter().sum::<u64>())
+        })
+        .unwrap_or(0);
+    ticks as f64 / clock_ticks()
+}
+
+/// CPU seconds the whole machine has been busy (all but idle and iowait), all cores.
+fn machine_busy_secs() -> f64 {
+    let line = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = line
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    (total - idle) as f64 / clock_ticks()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let admin = std::env::var("TEST_DATABASE_URL")
@@ -439,6 +488,7 @@ async fn main() {
         let cfg = config(dir.path(), port, &db, "");
         migrate(&cfg);
         let started = Instant::now();
+        let busy0 = machine_busy_secs();
         let child = serve(&cfg);
         let (peak, sampler) = watch_rss(child.id());
         wait_up(&http, &base).await;
@@ -454,12 +504,20 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let drain = started.elapsed().as_secs_f64();
+        // Where the CPU went: this service, and the rest of the machine (Postgres, the
+        // bench's polling): the floor of each side on these cores.
+        let (own, busy) = (cpu_secs(child.id()), machine_busy_secs() - busy0);
         sampler.abort();
         stop(child);
+        let per = |secs: f64| secs * 1e6 / depth0.max(1) as f64;
         report.push(format!(
-            "drain ({agents} agents): {depth0} queued events (of {queued} acked) into Postgres in {drain:.1} s = {:.0} events/s (start-up included); peak RSS {:.1} MiB",
+            "drain ({agents} agents): {depth0} queued events (of {queued} acked) into Postgres in {drain:.1} s = {:.0} events/s (start-up included); peak RSS {:.1} MiB\n  CPU per event: serve {:.0} µs, the rest of the machine (Postgres) {:.0} µs, {} cores' wall {:.0} µs",
             depth0 as f64 / drain,
-            mib(&peak)
+            mib(&peak),
+            per(own),
+            per(busy - own),
+            cores(),
+            per(drain * cores() as f64)
         ));
         // Ceiling: pgbench, 4 clients, each transaction a batched upsert of 1,000 events and
         // the matching state rows (the same shape of work, without the rules).
@@ -477,6 +535,7 @@ async fn main() {
          ON CONFLICT (sid) DO UPDATE SET task_assignment_status = EXCLUDED.task_assignment_status, age = EXCLUDED.age, state = EXCLUDED.state;\n",
     )
     .expect("script");
+        let busy0 = machine_busy_secs();
         let out = Command::new("pgbench")
             .args(["-n", "-c", "4", "-j", "2", "-T", &secs.to_string(), "-f"])
             .arg(&script)
@@ -491,10 +550,12 @@ async fn main() {
                     .and_then(|l| l.split_whitespace().nth(2))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0.0);
+                let busy = machine_busy_secs() - busy0;
                 report.push(format!(
-                "  ceiling (pgbench, batched upsert of 1,000 events + 200 task rows per transaction): {:.0} events/s; ratio {:.2}",
+                "  ceiling (pgbench, batched upsert of 1,000 events + 200 task rows per transaction): {:.0} events/s; ratio {:.2}; CPU per event (Postgres and pgbench) {:.0} µs",
                 tps * 1000.0,
-                (depth0 as f64 / drain) / (tps * 1000.0)
+                (depth0 as f64 / drain) / (tps * 1000.0),
+                busy * 1e6 / (tps * 1000.0 * secs as f64).max(1.0)
             ));
             }
             other => report.push(format!("  ceiling: pgbench did not run ({other:?})")),
