@@ -99,7 +99,6 @@ pub async fn run(
             queue.clone(),
             pipeline_stop.clone(),
         )),
-        tokio::spawn(trim_memory(pipeline_stop.clone())),
     ];
     let twilio = TwilioClient::new(twilio::ClientSettings::from_config(&cfg))?;
     let hub = Arc::new(live::Hub::default());
@@ -255,40 +254,6 @@ pub async fn run(
     let status = queue.status();
     tracing::info!(backlog = status.depth, "stopped");
     Ok(())
-}
-
-/// Caps glibc's malloc arenas at two (its default is eight per core), unless the
-/// operator set `MALLOC_ARENA_MAX`. Each thread that meets contention gets an arena of
-/// its own, and freed batches stay spread over all of them: draining a backlog peaked at
-/// 334 to 340 MB with sixteen, 276 to 285 MB with two, 2 % slower (within this VM's
-/// noise). Call before any thread starts. (musl: nothing to tune.)
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes allocator parameters; no other thread runs yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
-/// glibc keeps the memory of freed batches (multi-megabyte statement buffers, decoded
-/// events) in its arenas instead of returning it: under a steady 5,000 callbacks/s RSS
-/// rose to 181 MiB, of which `malloc_trim` gave back 79 MiB. Trimming every few seconds
-/// keeps RSS near what is really in use. (The static musl build has musl's own
-/// allocator; nothing to trim there.)
-async fn trim_memory(stop: CancellationToken) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = stop.cancelled() => return,
-        }
-        // SAFETY: malloc_trim only releases free memory; it is thread-safe in glibc.
-        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    stop.cancelled().await;
 }
 
 /// Feeds systemd's watchdog while the dispatcher loop is alive (it beats at least
