@@ -37,7 +37,7 @@ pub struct Settings {
     pub workers: usize,
     pub batch_size: usize,
     /// Entry bytes read from the queue and not yet applied, at most (see
-    /// [`InFlight`]).
+    /// [`InFlightBudget`]).
     pub in_flight_bytes: usize,
     pub max_attempts: u32,
 }
@@ -48,15 +48,15 @@ type Work = (Item, Event);
 /// count, so a backlog of large callbacks (long task attributes, message bodies) cannot
 /// take the process past its budget: the dispatcher takes an entry's share before
 /// decoding it, the worker gives it back once the entry's batch is applied.
-struct InFlight(Arc<tokio::sync::Semaphore>, u32);
+struct InFlightBudget(Arc<tokio::sync::Semaphore>, u32);
 
-/// The unit of [`InFlight`]'s budget, in bytes.
+/// The unit of [`InFlightBudget`]'s budget, in bytes.
 const IN_FLIGHT_UNIT: usize = 256;
 
-impl InFlight {
+impl InFlightBudget {
     fn new(bytes: usize) -> Self {
         let units = (bytes / IN_FLIGHT_UNIT).clamp(1, u32::MAX as usize) as u32;
-        InFlight(Arc::new(tokio::sync::Semaphore::new(units as usize)), units)
+        InFlightBudget(Arc::new(tokio::sync::Semaphore::new(units as usize)), units)
     }
 
     /// Waits for room for an entry of `bytes` (an entry larger than the whole budget
@@ -78,13 +78,13 @@ pub const YIELD_FACTOR: u32 = 4;
 /// The longest a refresher waits for a burst to end before running a round anyway.
 const REFRESH_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Waits while callbacks arrive as a burst, up to `patience`; returns how long it waited.
-async fn await_calm(queue: &Queue, patience: Duration, stop: &CancellationToken) -> Duration {
+/// Waits while callbacks arrive as a burst, up to `patience` (callers time their own
+/// waits for the yield metric).
+async fn await_calm(queue: &Queue, patience: Duration, stop: &CancellationToken) {
     let started = std::time::Instant::now();
     while queue.pressure().busy() && started.elapsed() < patience && !stop.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    started.elapsed()
 }
 
 /// Recomputes marked conversations' message metrics until `stop` (see
@@ -173,7 +173,7 @@ struct Shared {
     settings: Settings,
     /// Retry entries currently with a worker, so the dispatcher does not hand them out twice.
     retry_in_flight: Mutex<HashSet<u64>>,
-    in_flight: InFlight,
+    in_flight: InFlightBudget,
     /// During a burst, one worker applies at a time, not before this instant.
     turn: tokio::sync::Mutex<std::time::Instant>,
     stop: CancellationToken,
@@ -194,7 +194,7 @@ pub async fn run(
         metrics,
         settings: settings.clone(),
         retry_in_flight: Mutex::new(HashSet::new()),
-        in_flight: InFlight::new(settings.in_flight_bytes),
+        in_flight: InFlightBudget::new(settings.in_flight_bytes),
         turn: tokio::sync::Mutex::new(std::time::Instant::now()),
         stop,
     });
