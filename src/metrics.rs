@@ -333,6 +333,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Marks the dispatcher alive now (the watchdog restarts the process when this
+    /// stops moving).
+    pub fn beat_dispatcher(&self) {
+        self.dispatcher_heartbeat_ms
+            .store(crate::util::now_ms(), Ordering::Relaxed);
+    }
+
     pub fn observe_flush(&self, entries: u64, took: Duration) {
         self.queue_flushes.inc();
         self.queue_flushed_entries.inc_by(entries);

@@ -227,9 +227,7 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Held>]) {
     // than a batch ahead only adds memory during a backlog.
     let read_max = sh.settings.batch_size;
     loop {
-        sh.metrics
-            .dispatcher_heartbeat_ms
-            .store(crate::util::now_ms(), Relaxed);
+        sh.metrics.beat_dispatcher();
         if sh.stop.is_cancelled() {
             return;
         }
@@ -286,7 +284,7 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Held>]) {
                 tokio::select! {
                     s = sh.in_flight.take(item.payload.len()) => break s,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                        sh.metrics.dispatcher_heartbeat_ms.store(crate::util::now_ms(), Relaxed);
+                        sh.metrics.beat_dispatcher();
                     }
                     _ = sh.stop.cancelled() => return,
                 }
@@ -313,7 +311,7 @@ async fn dispatcher(sh: &Shared, senders: &[mpsc::Sender<Held>]) {
                 let permit = tokio::select! {
                     p = senders[p].reserve() => p,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                        sh.metrics.dispatcher_heartbeat_ms.store(crate::util::now_ms(), Relaxed);
+                        sh.metrics.beat_dispatcher();
                         work = Some(w);
                         if sh.stop.is_cancelled() { return; }
                         continue;
