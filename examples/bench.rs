@@ -708,6 +708,20 @@ async fn main() {
         let child = serve(&cfg);
         wait_up(&http, &base).await;
         let (peak, sampler) = watch_rss(child.id());
+        // Every 5 s: RSS and backlog, so the peak can be told apart from a backlog's.
+        let points = Arc::new(Mutex::new(Vec::new()));
+        let timeline = {
+            let (http, base, pid, points) =
+                (http.clone(), base.clone(), child.id(), points.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    let depth = queue_depth(&http, &base).await.unwrap_or(0);
+                    let point = format!("{:.0}/{depth}", rss_kib(pid) as f64 / 1024.0);
+                    points.lock().expect("points").push(point);
+                }
+            })
+        };
         let s = load(
             &base,
             &bodies,
@@ -721,9 +735,14 @@ async fn main() {
         )
         .await;
         sampler.abort();
+        timeline.abort();
         report.push(s.line("steady 5,000/s with Postgres applying (the simulate mix)"));
         report.push(format!("  peak RSS of serve: {:.1} MiB", mib(&peak)));
-        println!("{}", report[report.len() - 2..].join("\n"));
+        report.push(format!(
+            "  RSS MiB/backlog every 5 s: {}",
+            points.lock().expect("points").join(" ")
+        ));
+        println!("{}", report[report.len() - 3..].join("\n"));
         stop(child);
     }
 
