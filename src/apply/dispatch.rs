@@ -78,8 +78,8 @@ pub const YIELD_FACTOR: u32 = 4;
 /// The longest a refresher waits for a burst to end before running a round anyway.
 const REFRESH_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Waits while callbacks arrive as a burst, up to `patience` (callers time their own
-/// waits for the yield metric).
+/// Waits while callbacks arrive as a burst, up to `patience`. (The worker times its
+/// whole wait, the turn's lock included, for the yield metric.)
 async fn await_calm(queue: &Queue, patience: Duration, stop: &CancellationToken) {
     let started = std::time::Instant::now();
     while queue.pressure().busy() && started.elapsed() < patience && !stop.is_cancelled() {
